@@ -1,0 +1,47 @@
+"""workerless: slow parts of web pages, computed in-process while the connection is held."""
+
+from ._cacher import Cacher, Codec, Fetched, JSONCodec
+from ._config import Settings, store_from_url
+from ._errors import (
+    ComputationFailed,
+    ConfigurationError,
+    StillComputing,
+    StoreUnavailable,
+    WorkerlessError,
+)
+from ._events import CacherStatistics, Event, Failed, Hit, Miss, Stored
+from ._fragment import FragmentRoute, Workerless
+from ._memory import MemoryStore
+from ._response import CachedResponse
+from ._store import Entry, Notice, Store, Watch
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CachedResponse",
+    "Cacher",
+    "CacherStatistics",
+    "Codec",
+    "ComputationFailed",
+    "ConfigurationError",
+    "Entry",
+    "Event",
+    "Failed",
+    "Fetched",
+    "FragmentRoute",
+    "Hit",
+    "JSONCodec",
+    "MemoryStore",
+    "Miss",
+    "Notice",
+    "Settings",
+    "StillComputing",
+    "Store",
+    "StoreUnavailable",
+    "Stored",
+    "Watch",
+    "Workerless",
+    "WorkerlessError",
+    "__version__",
+    "store_from_url",
+]

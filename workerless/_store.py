@@ -1,0 +1,146 @@
+"""The store interface: values with a ttl, leases, and completion notices that wake waiters.
+
+A store is what a Cacher keeps values in and coordinates through.  A store shared by several
+processes (Redis) makes "one computation per key" hold across all of them: a process computes
+only while it holds the key's lease, and announces the end with a `Notice` that wakes every
+process watching that key.  `MemoryStore` implements the same contract inside one process.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import trio
+
+__all__ = ["Entry", "Notice", "Store", "Watch"]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A stored value and its remaining lifetime in seconds (None when the store cannot tell)."""
+
+    value: bytes
+    ttl: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Announces that the computation of ``key`` ended.
+
+    ``stored``: the value is in the store now (``cached=False`` for a result that was not
+    cacheable, so watchers compute for themselves); ``failed`` or ``timed_out``: watchers
+    report the failure; ``abandoned``: the holder was cancelled, watchers take over at once.
+    """
+
+    key: str
+    outcome: Literal["stored", "failed", "timed_out", "abandoned"]
+    reason: str = ""
+    cached: bool = True
+
+
+class Watch:
+    """A registration for the next Notice about one key, made before the caller checks the store.
+
+    Registering first and checking second is what makes a notice impossible to miss.
+    """
+
+    __slots__ = ("_event", "_notice", "key")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self._event = trio.Event()
+        self._notice: Notice | None = None
+
+    def deliver(self, notice: Notice) -> None:
+        if self._notice is None:
+            self._notice = notice
+            self._event.set()
+
+    async def wait(self) -> Notice:
+        """Block until a notice about the key arrives, and return it."""
+        await self._event.wait()
+        assert self._notice is not None
+        return self._notice
+
+
+class Store(abc.ABC):
+    """Where values live, and how processes sharing them agree on who computes.
+
+    Every method may raise `StoreUnavailable` when the backend cannot be reached; callers
+    (the Cacher) then serve without the store.  Keys are short ASCII strings without
+    whitespace; values are bytes.  The waiter registry lives here, so a backend only has to
+    call `_deliver` for each notice it receives.
+    """
+
+    def __init__(self) -> None:
+        self._watches: dict[str, set[Watch]] = {}
+
+    @property
+    def shared(self) -> bool:
+        """True when other processes see the same values (so leases span processes)."""
+        return False
+
+    async def open(self) -> None:
+        """Connect; raise StoreUnavailable naming the backend when it cannot be reached."""
+
+    async def aclose(self) -> None:
+        """Release connections and stop background listeners."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Background work the store needs while open (a notice listener); runs until cancelled."""
+        task_status.started()
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> Entry | None:
+        """Return the live entry under ``key``, or None."""
+
+    @abc.abstractmethod
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds, replacing what was there."""
+
+    @abc.abstractmethod
+    async def delete(self, key: str) -> bool:
+        """Remove ``key``; return whether it was there."""
+
+    @abc.abstractmethod
+    async def delete_prefix(self, prefix: str) -> int:
+        """Remove every key starting with ``prefix``; return how many were removed."""
+
+    @abc.abstractmethod
+    async def acquire_lease(self, key: str, token: str, ttl: float) -> bool:
+        """Take the lease on ``key`` for ``ttl`` seconds if nobody holds it; True if taken."""
+
+    @abc.abstractmethod
+    async def renew_lease(self, key: str, token: str, ttl: float) -> bool:
+        """Extend the lease if ``token`` still holds it; False if it was lost."""
+
+    @abc.abstractmethod
+    async def release_lease(self, key: str, token: str) -> None:
+        """Give the lease up if ``token`` still holds it (never someone else's)."""
+
+    @abc.abstractmethod
+    async def publish(self, notice: Notice) -> None:
+        """Announce ``notice`` to every process watching its key (this one included)."""
+
+    @contextmanager
+    def watch(self, key: str) -> Iterator[Watch]:
+        """Register for the next notice about ``key`` for the duration of the block."""
+        w = Watch(key)
+        self._watches.setdefault(key, set()).add(w)
+        try:
+            yield w
+        finally:
+            watches = self._watches.get(key)
+            if watches is not None:
+                watches.discard(w)
+                if not watches:
+                    del self._watches[key]
+
+    def _deliver(self, notice: Notice) -> None:
+        """Wake every local watcher of ``notice.key``; call from the trio thread."""
+        for w in tuple(self._watches.get(notice.key, ())):
+            w.deliver(notice)

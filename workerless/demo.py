@@ -1,0 +1,144 @@
+"""The talk's demo: a skeleton page whose fragments come from a slow external API.
+
+Run it with ``hypercorn --worker-class trio workerless.demo:app`` and open the page.
+Fragments a, b and c take 0 to 3 s at random and are cached; ``slow`` takes longer than its
+deadline (the 202 path); ``failing`` raises while the failure switch is on (the error path).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import trio
+from quart import abort, render_template, request
+from quart_trio import QuartTrio
+
+from . import Workerless
+
+__all__ = ["app", "workerless"]
+
+app = QuartTrio(__name__)
+workerless = Workerless(app, ttl=60)
+
+SLOW_SECONDS = float(os.environ.get("WORKERLESS_DEMO_SLOW_SECONDS", "6"))
+SLOW_DEADLINE = float(os.environ.get("WORKERLESS_DEMO_SLOW_DEADLINE", "2"))
+MAX_NAME = 40
+
+
+@dataclass(frozen=True)
+class DemoFragment:
+    name: str
+    url: str
+    title: str
+    kind: str
+    description: str
+
+
+FRAGMENTS = [
+    DemoFragment("a", "/fragment/a", "Fragment A", "normal", "An external API call: 0 to 3 s."),
+    DemoFragment("b", "/fragment/b", "Fragment B", "normal", "An external API call: 0 to 3 s."),
+    DemoFragment("c", "/fragment/c", "Fragment C", "normal", "An external API call: 0 to 3 s."),
+    DemoFragment(
+        "slow",
+        "/slow",
+        "Slow fragment",
+        "slow",
+        f"Takes {SLOW_SECONDS:g} s, past its {SLOW_DEADLINE:g} s deadline: the server answers "
+        "202 and the browser asks again until it is done.",
+    ),
+    DemoFragment(
+        "failing",
+        "/failing",
+        "Failing fragment",
+        "failing",
+        "Its upstream is down while the switch above is on: errors are never cached.",
+    ),
+]
+
+
+class Upstream:
+    """The simulated slow external API of the talk (``performSlowExternalCall``)."""
+
+    failing = True
+
+    async def slow_find(self, query: str) -> str:
+        await trio.sleep(random.uniform(0, 3))
+        return f"result for {query}"
+
+
+upstream = Upstream()
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%H:%M:%S.%f")[:-3] + " UTC"
+
+
+@app.get("/")
+async def index() -> str:
+    return await render_template(
+        "demo/index.html",
+        fragments=FRAGMENTS,
+        failing_enabled=upstream.failing,
+        deadline=SLOW_DEADLINE,
+        slow_seconds=SLOW_SECONDS,
+    )
+
+
+@workerless.fragment("/fragment/<name>")
+async def fragment(name: str) -> str:
+    if len(name) > MAX_NAME:
+        abort(404)
+    started = trio.current_time()
+    content = await upstream.slow_find(name)
+    return await render_template(
+        "demo/fragment.html",
+        name=name,
+        content=content,
+        computed_at=_now(),
+        took=trio.current_time() - started,
+    )
+
+
+@workerless.fragment("/slow", deadline=SLOW_DEADLINE)
+async def slow() -> str:
+    started = trio.current_time()
+    await trio.sleep(SLOW_SECONDS)
+    return await render_template(
+        "demo/fragment.html",
+        name="slow",
+        content="worth the wait",
+        computed_at=_now(),
+        took=trio.current_time() - started,
+    )
+
+
+@workerless.fragment("/failing")
+async def failing() -> str:
+    started = trio.current_time()
+    await trio.sleep(0.3)
+    if upstream.failing:
+        raise RuntimeError("the demo's upstream is down (switch it back on in the page)")
+    return await render_template(
+        "demo/fragment.html",
+        name="failing",
+        content="the upstream is back",
+        computed_at=_now(),
+        took=trio.current_time() - started,
+    )
+
+
+@app.post("/demo/clear-cache")
+async def clear_cache() -> dict[str, int]:
+    return {"cleared": await workerless.invalidate_prefix("/")}
+
+
+@app.post("/demo/failing")
+async def set_failing() -> dict[str, bool]:
+    body = await request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("fail"), bool):
+        abort(400, 'expected JSON {"fail": true|false}')
+    upstream.failing = body["fail"]
+    return {"fail": upstream.failing}

@@ -1,0 +1,36 @@
+"""Helpers for users' own tests: capture the events a Cacher or Workerless emits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from ._cacher import Cacher
+from ._events import Event
+from ._fragment import Workerless
+
+__all__ = ["CapturedEvents", "capture_events"]
+
+E = TypeVar("E", bound=Event)
+
+
+class CapturedEvents(list[Event]):
+    """The events emitted while capturing, in order."""
+
+    def of(self, kind: type[E]) -> list[E]:
+        """Only the events of one type, e.g. ``events.of(Hit)``."""
+        return [event for event in self if isinstance(event, kind)]
+
+
+@contextmanager
+def capture_events(source: Cacher[object] | Workerless) -> Iterator[CapturedEvents]:
+    """Record every hit, miss, stored and failed event of ``source`` inside the block."""
+    cacher = source.cacher if isinstance(source, Workerless) else source
+    events = CapturedEvents()
+    removers = [cacher.on(name, events.append) for name in ("hit", "miss", "stored", "failed")]
+    try:
+        yield events
+    finally:
+        for remove in removers:
+            remove()
