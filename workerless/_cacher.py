@@ -162,7 +162,7 @@ class Cacher(Generic[T]):
                 finally:
                     self.drain()
                     with trio.move_on_after(self.grace):
-                        await self._idle.wait()
+                        await self.wait_idle()
                     if self._flights:
                         logger.warning(
                             "cancelling %d computation(s) still running at shutdown",
@@ -187,6 +187,10 @@ class Cacher(Generic[T]):
     @property
     def draining(self) -> bool:
         return self._draining
+
+    async def wait_idle(self) -> None:
+        """Return once no computation is running in this process."""
+        await self._idle.wait()
 
     # -- events ----------------------------------------------------------------------------
 

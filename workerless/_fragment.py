@@ -68,6 +68,7 @@ class Workerless:
         self.cacher: Cacher[CachedResponse] = Cacher(codec=ResponseCodec())
         self.app: Quart | None = None
         self._stop = trio.Event()
+        self._stopped = trio.Event()
         self._running = False
         if app is not None:
             self.init_app(app)
@@ -173,24 +174,39 @@ class Workerless:
         cacher.lease = settings.lease
         cacher.grace = settings.grace
         assert self.app is not None
+        # Quart cancels background tasks this long after shutdown begins: leave room for grace.
+        timeout = self.app.config.get("BACKGROUND_TASK_SHUTDOWN_TIMEOUT")
+        if timeout is not None and timeout < settings.grace + 1:
+            self.app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = settings.grace + 1
         self._stop = trio.Event()
+        self._stopped = trio.Event()
         await self.app.nursery.start(self._serve)  # type: ignore[attr-defined]
         logger.info("workerless serving with %r", cacher.store)
 
     async def _serve(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        async with self.cacher, trio.open_nursery() as nursery:
-            self._running = True
-            nursery.start_soon(self._watch_hypercorn_shutdown)
-            task_status.started()
-            await self._stop.wait()
+        try:
+            async with self.cacher, trio.open_nursery() as nursery:
+                self._running = True
+                nursery.start_soon(self._watch_hypercorn_shutdown)
+                task_status.started()
+                await self._stop.wait()
+                self._running = False
+                nursery.cancel_scope.cancel()
+        finally:
             self._running = False
-            nursery.cancel_scope.cancel()
+            self._stopped.set()
 
     async def _shutdown(self) -> None:
+        # Hypercorn cancels the app's background tasks as soon as this hook returns, so the
+        # grace period for running computations has to be spent here.
         self.cacher.drain()
+        with trio.move_on_after(self.settings.grace):
+            await self.cacher.wait_idle()
         self._stop.set()
+        with trio.move_on_after(5):
+            await self._stopped.wait()
 
     async def _watch_hypercorn_shutdown(self) -> None:
         # Hypercorn tells the app nothing until in-flight requests are done or cut at its

@@ -6,6 +6,7 @@ as ``contract_app:app`` in a hypercorn subprocess (settings from WORKERLESS_* va
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from collections.abc import Mapping
@@ -112,4 +113,6 @@ def make_app(
     return app, workerless, probe
 
 
+if "CONTRACT_MARKER_DIR" in os.environ:  # run as a server process by the tests
+    logging.basicConfig(level=logging.INFO)
 app, workerless, probe = make_app(environ=os.environ)

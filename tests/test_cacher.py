@@ -1,0 +1,214 @@
+"""The Cacher on its own: single flight, deadline, errors, events, drain."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import trio
+import trio.testing
+
+from workerless import (
+    Cacher,
+    ComputationFailed,
+    Failed,
+    Hit,
+    MemoryStore,
+    Miss,
+    StillComputing,
+    Stored,
+)
+from workerless.testing import capture_events
+
+
+class Upstream:
+    """A slow call that counts how often it runs and can be held open or made to fail."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.calls = 0
+        self.delay = delay
+        self.release = trio.Event()
+        self.hold = False
+        self.fail = False
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        await trio.sleep(self.delay)
+        if self.hold:
+            await self.release.wait()
+        if self.fail:
+            raise ValueError("upstream said no")
+        return f"value #{self.calls}"
+
+
+async def test_slow_find_like_the_talk() -> None:
+    """fetch computes on a miss, stores with the ttl, and serves the stored value after."""
+    upstream = Upstream(delay=0.01)
+    with trio.fail_after(5):
+        async with Cacher(MemoryStore(), ttl=60) as cacher:
+            first = await cacher.fetch("find:a", upstream)
+            second = await cacher.fetch("find:a", upstream)
+    assert first == second == "value #1"
+    assert upstream.calls == 1
+
+
+async def test_single_flight_hands_one_value_to_every_waiter() -> None:
+    """Many concurrent callers of one cold key: one computation, everyone gets its value."""
+    upstream = Upstream(delay=0.2)
+    results: list[str] = []
+    with trio.fail_after(5):
+        async with Cacher() as cacher:
+
+            async def caller() -> None:
+                results.append(await cacher.fetch("k", upstream))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(100):
+                    nursery.start_soon(caller)
+            stats = cacher.statistics()
+    assert results == ["value #1"] * 100
+    assert upstream.calls == 1
+    assert (stats.computations, stats.misses, stats.collapsed) == (1, 100, 99)
+
+
+async def test_deadline_raises_still_computing_and_computation_continues() -> None:
+    """Past its deadline a caller gets StillComputing; the computation still fills the cache."""
+    upstream = Upstream()
+    upstream.hold = True
+    with trio.fail_after(5):
+        async with Cacher() as cacher:
+            with pytest.raises(StillComputing) as info:
+                await cacher.fetch("k", upstream, deadline=0.05)
+            assert not info.value.collapsed
+            with pytest.raises(StillComputing) as joined:
+                await cacher.fetch("k", upstream, deadline=0.05)
+            assert joined.value.collapsed
+            upstream.release.set()
+            result = await cacher.fetch_result("k", upstream)
+            assert result.value == "value #1"
+            assert result.source == "collapsed"
+            later = await cacher.fetch_result("k", upstream)
+    assert later.source == "hit"
+    assert upstream.calls == 1
+
+
+async def test_errors_reach_all_waiters_and_are_never_cached(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A raising computation fails every waiter, is logged with its key, and is not stored."""
+    upstream = Upstream(delay=0.1)
+    upstream.fail = True
+    failures: list[ComputationFailed] = []
+    with trio.fail_after(5):
+        async with Cacher() as cacher:
+
+            async def caller() -> None:
+                try:
+                    await cacher.fetch("bad-key", upstream)
+                except ComputationFailed as exc:
+                    failures.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(5):
+                    nursery.start_soon(caller)
+            upstream.fail = False
+            assert await cacher.fetch("bad-key", upstream) == "value #2"
+    assert len(failures) == 5
+    assert all("upstream said no" in f.reason and not f.timed_out for f in failures)
+    assert upstream.calls == 2
+    assert any("bad-key" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+
+
+async def test_hard_limit_cancels_and_reports_timed_out() -> None:
+    """A computation past the hard limit is cancelled; waiters get a timed-out failure."""
+    upstream = Upstream()
+    upstream.hold = True
+    with trio.fail_after(5):
+        async with Cacher(hard_limit=0.1) as cacher:
+            with pytest.raises(ComputationFailed) as info:
+                await cacher.fetch("k", upstream)
+            assert info.value.timed_out
+            assert cacher.statistics().running == 0
+
+
+async def test_events_sync_and_async_listeners() -> None:
+    """hit, miss, stored and failed reach sync and async listeners; a raising one is isolated."""
+    seen_async: list[object] = []
+    upstream = Upstream()
+    with trio.fail_after(5):
+        async with Cacher() as cacher:
+
+            async def async_listener(event: object) -> None:
+                seen_async.append(event)
+
+            def broken(event: object) -> None:
+                raise RuntimeError("listener bug")
+
+            cacher.on("hit", async_listener)
+            cacher.on("miss", broken)
+            with capture_events(cacher) as events:
+                await cacher.fetch("e", upstream)
+                await cacher.fetch("e", upstream)
+                upstream.fail = True
+                with pytest.raises(ComputationFailed):
+                    await cacher.fetch("f", upstream)
+            await trio.testing.wait_all_tasks_blocked()
+    assert [type(e) for e in events] == [Miss, Stored, Hit, Miss, Failed]
+    assert events.of(Hit)[0].ttl is not None
+    assert [type(e) for e in seen_async] == [Hit]
+    with pytest.raises(ValueError, match="unknown event"):
+        cacher.on("nope", print)  # type: ignore[arg-type]
+
+
+async def test_non_cacheable_results_are_shared_not_stored() -> None:
+    """A value rejected by cacheable() goes to the waiters but the next call computes again."""
+    upstream = Upstream()
+    with trio.fail_after(5):
+        async with Cacher() as cacher:
+            first = await cacher.fetch_result("n", upstream, cacheable=lambda v: False)
+            second = await cacher.fetch_result("n", upstream, cacheable=lambda v: False)
+    assert (first.value, first.stored) == ("value #1", False)
+    assert second.value == "value #2"
+
+
+async def test_drain_answers_waiters_at_once_and_lets_computation_finish() -> None:
+    """drain() frees every waiter with StillComputing(shutting_down); the value is still stored."""
+    upstream = Upstream()
+    upstream.hold = True
+    store = MemoryStore()
+    with trio.fail_after(5):
+        async with Cacher(store, grace=5) as cacher:
+            outcomes: list[StillComputing] = []
+
+            async def waiter() -> None:
+                try:
+                    await cacher.fetch("d", upstream)
+                except StillComputing as exc:
+                    outcomes.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(waiter)
+                nursery.start_soon(waiter)
+                await trio.testing.wait_all_tasks_blocked()
+                cacher.drain()
+            upstream.release.set()
+        entry = await store.get("d")
+    assert len(outcomes) == 2
+    assert all(o.shutting_down for o in outcomes)
+    assert entry is not None
+
+
+async def test_not_running_is_a_clear_error() -> None:
+    """Fetching from a Cacher that is not running says so instead of hanging."""
+    with pytest.raises(RuntimeError, match="not running"):
+        await Cacher().fetch("k", Upstream())
+
+
+async def test_undecodable_stored_value_is_recomputed() -> None:
+    """Garbage under a key (another app, an old version) is treated as a miss, not a crash."""
+    store = MemoryStore()
+    upstream = Upstream()
+    with trio.fail_after(5):
+        async with Cacher(store) as cacher:
+            await store.set("g", b"\xff not json", 60)
+            assert await cacher.fetch("g", upstream) == "value #1"

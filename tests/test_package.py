@@ -1,0 +1,89 @@
+"""The package as users get it: its public names, and a wheel that serves the demo."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+from servers import ROOT, free_port, wait_for_port
+
+import workerless
+
+
+def test_public_surface_is_exactly_all() -> None:
+    """Every public name of the package is in __all__, and everything in __all__ exists."""
+    public = {name for name in dir(workerless) if not name.startswith("_")}
+    public -= {"testing", "demo"}  # public submodules, imported on demand
+    assert public == set(workerless.__all__) - {"__version__"}
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "--quiet", "-w", str(out), str(ROOT)],
+        check=True, timeout=120,
+    )  # fmt: skip
+    (found,) = out.glob("workerless-*.whl")
+    return found
+
+
+def test_wheel_ships_static_and_templates(wheel: Path) -> None:
+    """The wheel carries the client script, styles and templates inside the package."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in (
+        "workerless/static/workerless.js",
+        "workerless/static/workerless.css",
+        "workerless/templates/workerless/macros.html",
+        "workerless/templates/demo/index.html",
+        "workerless/py.typed",
+    ):
+        assert needed in names
+
+
+def test_installed_wheel_serves_the_demo_outside_the_repo(
+    wheel: Path, tmp_path: Path
+) -> None:
+    """pip install of the wheel into a fresh venv, run from elsewhere, serves page and script."""
+    venv = tmp_path / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+        check=True,
+        timeout=120,
+    )
+    python = venv / "bin" / "python"
+    subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)],
+        check=True,
+        timeout=120,
+    )
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.Popen(
+        [python, "-m", "hypercorn", "--worker-class", "trio", "--bind", f"127.0.0.1:{port}",
+         "workerless.demo:app"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, proc=proc)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20) as client:
+            page = client.get("/")
+            script = client.get("/workerless/static/workerless.js")
+        where = subprocess.run(
+            [python, "-c", "import workerless; print(workerless.__file__)"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    assert page.status_code == 200
+    assert page.text.count("data-fragment=") == 5
+    assert script.status_code == 200
+    assert "workerless:load" in script.text
+    assert str(venv) in where.stdout
