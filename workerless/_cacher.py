@@ -431,7 +431,7 @@ class Cacher(Generic[T]):
         ttl, hard_limit = limits
         self._computations += 1
         renewal = trio.CancelScope()
-        if token is not None and self.store.shared and self._nursery is not None:
+        if token is not None and self._nursery is not None:
             self._nursery.start_soon(self._renew, key, token, renewal)
         started = trio.current_time()
         notice: Notice

@@ -6,6 +6,7 @@ import inspect
 import logging
 import multiprocessing
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
@@ -248,6 +249,9 @@ class FragmentRoute:
         self.key = key
         self.cache_statuses = cache_statuses
 
+    def _cacheable(self, response: CachedResponse) -> bool:
+        return self.cache_statuses(response.status)
+
     async def handle(self, **view_args: Any) -> Response:
         """The Quart view: serve from the cache, wait on the computation, or answer 202."""
         workerless = self.workerless
@@ -269,20 +273,14 @@ class FragmentRoute:
             )
         )
         key = bound_key(raw)
-        view = self.view
-
-        @copy_current_request_context
-        async def render() -> CachedResponse:
-            return await _render(view, view_args)
-
         try:
             fetched = await workerless.cacher.fetch_result(
                 key,
-                render,
+                partial(_render, self.view, view_args),
                 ttl=settings.ttl if self.ttl is None else self.ttl,
                 deadline=settings.deadline if self.deadline is None else self.deadline,
                 hard_limit=self.hard_limit,
-                cacheable=lambda r: self.cache_statuses(r.status),
+                cacheable=self._cacheable,
             )
         except StillComputing as exc:
             return _pending(exc, settings)
@@ -298,17 +296,27 @@ class FragmentRoute:
 
 
 async def _render(view: View, view_args: dict[str, Any]) -> CachedResponse:
-    """Run a fragment view (in a copied request context) and capture its response."""
-    app = current_app
-    try:
-        rv = await app.ensure_async(view)(**view_args)
-    except HTTPException as exc:  # abort(404) and friends are responses, not failures
-        rv = await app.handle_user_exception(exc)
-    response = await app.make_response(rv)
-    body = response.get_data(as_text=False)
-    if inspect.isawaitable(body):  # Quart's responses are async; werkzeug's (abort) are not
-        body = await body
-    return CachedResponse.build(response.status_code, list(response.headers.items()), body)
+    """Run a fragment view in the background and capture its response.
+
+    This runs in the computation's task, which trio started with a copy of the request task's
+    context; working on a copy of that request context keeps ``request`` usable after the
+    request is answered, and the copy is paid for on a miss only, never on a hit.
+    """
+
+    @copy_current_request_context
+    async def run() -> CachedResponse:
+        app = current_app
+        try:
+            rv = await app.ensure_async(view)(**view_args)
+        except HTTPException as exc:  # abort(404) and friends are responses, not failures
+            rv = await app.handle_user_exception(exc)
+        response = await app.make_response(rv)
+        body = response.get_data(as_text=False)
+        if inspect.isawaitable(body):  # Quart's responses are async; werkzeug's (abort) are not
+            body = await body
+        return CachedResponse.build(response.status_code, list(response.headers.items()), body)
+
+    return await run()  # type: ignore[no-any-return]
 
 
 def _respond(fetched: Fetched[CachedResponse]) -> Response:
