@@ -26,6 +26,7 @@ logger = logging.getLogger("workerless")
 T = TypeVar("T")
 Listener = Callable[[Any], Awaitable[None] | None]
 _EVENT_NAMES: tuple[EventName, ...] = ("hit", "miss", "stored", "failed")
+STORE_RETRY_INTERVAL = 1.0  # seconds between attempts to reach a store that went down
 
 
 class Codec(Protocol[T]):
@@ -127,6 +128,7 @@ class Cacher(Generic[T]):
         self._idle.set()
         self._draining = False
         self._store_available = True
+        self._store_retry_at = 0.0  # while the store is down, skip it until this trio time
         self._hits = self._misses = self._collapsed = self._computations = self._failures = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -324,6 +326,8 @@ class Cacher(Generic[T]):
     # -- the store, with degradation -------------------------------------------------------
 
     async def _get(self, key: str) -> Entry | None:
+        if not self._store_available and trio.current_time() < self._store_retry_at:
+            return None  # known down: don't make every request wait for a timeout
         try:
             entry = await self.store.get(key)
         except StoreUnavailable as exc:
@@ -333,6 +337,7 @@ class Cacher(Generic[T]):
         return entry
 
     def _store_down(self, exc: StoreUnavailable) -> None:
+        self._store_retry_at = trio.current_time() + STORE_RETRY_INTERVAL
         if self._store_available:
             self._store_available = False
             logger.warning(
