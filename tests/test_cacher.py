@@ -11,12 +11,14 @@ import trio.testing
 from workerless import (
     Cacher,
     ComputationFailed,
+    Entry,
     Failed,
     Hit,
     MemoryStore,
     Miss,
     StillComputing,
     Stored,
+    StoreUnavailable,
 )
 from workerless.testing import capture_events
 
@@ -212,3 +214,47 @@ async def test_undecodable_stored_value_is_recomputed() -> None:
         async with Cacher(store) as cacher:
             await store.set("g", b"\xff not json", 60)
             assert await cacher.fetch("g", upstream) == "value #1"
+
+
+class FlakyStore(MemoryStore):
+    """A memory store that can be switched off, counting the calls that reach it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.gets = 0
+
+    async def get(self, key: str) -> Entry | None:
+        self.gets += 1
+        if self.down:
+            raise StoreUnavailable("switched off")
+        return await super().get(key)
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        if self.down:
+            raise StoreUnavailable("switched off")
+        await super().set(key, value, ttl)
+
+
+async def test_store_down_serves_computed_values_and_recovers(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the store down: values still computed, one warning, store probed once a second."""
+    store = FlakyStore()
+    upstream = Upstream()
+    async with Cacher(store) as cacher:
+        store.down = True
+        first = await cacher.fetch_result("k", upstream)
+        gets_after_failure = store.gets
+        for _ in range(5):
+            result = await cacher.fetch_result("k", upstream)
+            assert not result.store_available
+        assert store.gets == gets_after_failure  # known down: not asked again yet
+        await trio.sleep(1.5)
+        store.down = False
+        await cacher.fetch_result("k", upstream)  # probe succeeds: computes and stores
+        hit = await cacher.fetch_result("k", upstream)
+    assert (first.value, first.stored, first.store_available) == ("value #1", False, False)
+    assert hit.source == "hit"
+    warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len(warnings) == 1
