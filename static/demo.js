@@ -37,10 +37,22 @@
     }
   }
 
+  // How many 202s each placeholder got before its content: after one, the final answer
+  // joins the computation that this very page started, which "collapsed" would hide.
+  const accepted = new WeakMap();
+
   function showSource(element) {
     const cacheStatus = element.getAttribute("data-cache-status") || "";
     const info = describe(cacheStatus);
-    setBadge(element, info.source, info.text, cacheStatus ? "Cache-Status: " + cacheStatus : "");
+    const waits = accepted.get(element) || 0;
+    accepted.delete(element);
+    let text = info.text;
+    if (waits > 0) {
+      const after = ", after " + (waits === 1 ? "a 202" : waits + " \u00d7 202");
+      // Asked again just after it finished: the answer came from the cache, still say so.
+      text = (info.source === "hit" ? info.text : "computed now") + after;
+    }
+    setBadge(element, info.source, text, cacheStatus ? "Cache-Status: " + cacheStatus : "");
   }
 
   document.addEventListener("workerless:load", function (event) {
@@ -49,11 +61,13 @@
 
   document.addEventListener("workerless:pending", function (event) {
     const detail = event.detail;
+    accepted.set(detail.element, (accepted.get(detail.element) || 0) + 1);
     setBadge(detail.element, "pending", "202: still computing, asking again in " + detail.retryAfter + " s");
   });
 
   document.addEventListener("workerless:error", function (event) {
     const detail = event.detail;
+    accepted.delete(detail.element);
     let text = "failed: network error";
     if (detail.status) {
       text = "failed with HTTP " + detail.status;

@@ -35,16 +35,19 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_wheel_ships_static_and_templates(wheel: Path) -> None:
-    """The wheel carries the client script, styles and templates inside the package."""
+    """The wheel carries every static file and template inside the package, no screenshot."""
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in (
-        "workerless/static/workerless.js",
-        "workerless/static/workerless.css",
-        "workerless/templates/workerless/macros.html",
-        "workerless/templates/demo/index.html",
-        "workerless/py.typed",
-    ):
-        assert needed in names
+    shipped = {
+        f"workerless/{path.relative_to(ROOT).as_posix()}"
+        for folder in ("static", "templates")
+        for path in (ROOT / folder).rglob("*")
+        if path.is_file() and "screenshots" not in path.parts
+    }
+    assert "workerless/static/workerless.js" in shipped
+    assert "workerless/templates/workerless/macros.html" in shipped
+    assert shipped <= names
+    assert "workerless/py.typed" in names
+    assert not any("screenshots" in name for name in names)
 
 
 def test_installed_wheel_serves_the_demo_outside_the_repo(

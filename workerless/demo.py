@@ -3,6 +3,8 @@
 Run it with ``hypercorn --worker-class trio workerless.demo:app`` and open the page.
 Fragments a, b and c take 0 to 3 s at random and are cached; ``slow`` takes longer than its
 deadline (the 202 path); ``failing`` raises while the failure switch is on (the error path).
+``WORKERLESS_DEMO_FRAGMENT_SECONDS``, ``..._SLOW_SECONDS`` and ``..._SLOW_DEADLINE`` change the
+timings (the browser tests shorten them).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = ["app", "workerless"]
 app = QuartTrio(__name__)
 workerless = Workerless(app, ttl=60)
 
+FRAGMENT_SECONDS = float(os.environ.get("WORKERLESS_DEMO_FRAGMENT_SECONDS", "3"))
 SLOW_SECONDS = float(os.environ.get("WORKERLESS_DEMO_SLOW_SECONDS", "6"))
 SLOW_DEADLINE = float(os.environ.get("WORKERLESS_DEMO_SLOW_DEADLINE", "2"))
 MAX_NAME = 40
@@ -37,10 +40,11 @@ class DemoFragment:
     description: str
 
 
+NORMAL = f"An external API call: 0 to {FRAGMENT_SECONDS:g} s."
 FRAGMENTS = [
-    DemoFragment("a", "/fragment/a", "Fragment A", "normal", "An external API call: 0 to 3 s."),
-    DemoFragment("b", "/fragment/b", "Fragment B", "normal", "An external API call: 0 to 3 s."),
-    DemoFragment("c", "/fragment/c", "Fragment C", "normal", "An external API call: 0 to 3 s."),
+    DemoFragment("a", "/fragment/a", "Fragment A", "normal", NORMAL),
+    DemoFragment("b", "/fragment/b", "Fragment B", "normal", NORMAL),
+    DemoFragment("c", "/fragment/c", "Fragment C", "normal", NORMAL),
     DemoFragment(
         "slow",
         "/slow",
@@ -65,7 +69,7 @@ class Upstream:
     failing = True
 
     async def slow_find(self, query: str) -> str:
-        await trio.sleep(random.uniform(0, 3))
+        await trio.sleep(random.uniform(0, FRAGMENT_SECONDS))
         return f"result for {query}"
 
 
