@@ -12,6 +12,7 @@ from ._errors import (
 from ._events import CacherStatistics, Event, Failed, Hit, Miss, Stored
 from ._fragment import FragmentRoute, Workerless
 from ._memory import MemoryStore
+from ._redis import RedisStore
 from ._response import CachedResponse
 from ._store import Entry, Notice, Store, Watch
 
@@ -34,6 +35,7 @@ __all__ = [
     "MemoryStore",
     "Miss",
     "Notice",
+    "RedisStore",
     "Settings",
     "StillComputing",
     "Store",

@@ -474,10 +474,11 @@ class Cacher(Generic[T]):
             self._failures += 1
             reason, timed_out = flight.failure
             self._emit("failed", Failed(key, reason, timed_out))
-        # Answer local waiters first; then tell other processes and give the lease back.
-        self._resolve(flight)
+        # Give the lease back and tell other processes before answering local waiters: a new
+        # local request in between joins this flight instead of finding the lease still held.
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             await self._announce(notice, token)
+        self._resolve(flight)
 
     async def _put(self, key: str, value: T, ttl: float) -> bool:
         try:
@@ -493,10 +494,12 @@ class Cacher(Generic[T]):
         return True
 
     async def _announce(self, notice: Notice, token: str | None) -> None:
+        if not self._store_available:
+            return  # nobody can hear us; a lease we hold expires by itself
         try:
-            await self.store.publish(notice)
             if token is not None:
                 await self.store.release_lease(notice.key, token)
+            await self.store.publish(notice)
         except StoreUnavailable as exc:
             self._store_down(exc)
 

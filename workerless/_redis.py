@@ -1,0 +1,410 @@
+"""RedisStore: one cache, and one computation per key, for every process sharing a Redis."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import math
+import re
+import secrets
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import redis
+import trio
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ._errors import ConfigurationError, StoreUnavailable
+from ._store import Entry, Notice, Store
+
+__all__ = ["RedisStore"]
+
+logger = logging.getLogger("workerless")
+
+T = TypeVar("T")
+
+_OUTCOMES = frozenset({"stored", "failed", "timed_out", "abandoned"})
+_GLOB_METACHARACTERS = re.compile(r"([*?\[\]\\])")
+_LISTENER_POLL = 0.1  # how often the listener thread looks at its stop flag
+_RECONNECT_BACKOFF_CAP = 1.0
+_DELETE_BATCH = 500
+
+# Take the lease if it is free; a holder asking again with its own token keeps it (renewed),
+# as MemoryStore does, so a retried acquisition never locks its own caller out.
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return 1
+end
+return 0
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisStore(Store):
+    """Values, leases and notices in one Redis, shared by every process pointed at it.
+
+    Values live under ``{prefix}v:{key}`` with their ttl (``SET ... PX``), leases under
+    ``{prefix}lease:{key}``.  A notice wakes this process's watchers at once and reaches the
+    other processes on the pub/sub channel ``{prefix}notices``, which one listener thread
+    per store subscribes to.  redis-py is blocking, so every call runs in a thread, at most
+    ``max_threads`` at once.  Every failure to reach Redis raises `StoreUnavailable` within
+    about ``connect_timeout`` plus ``socket_timeout`` seconds; calls succeed again as soon
+    as Redis is back.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "workerless:",
+        max_threads: int = 32,
+        socket_timeout: float = 2.0,
+        connect_timeout: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if max_threads < 1 or socket_timeout <= 0 or connect_timeout <= 0:
+            raise ValueError("max_threads, socket_timeout and connect_timeout must be positive")
+        self.url = redact_url(url)
+        self.prefix = prefix
+        self.socket_timeout = socket_timeout
+        self.connect_timeout = connect_timeout
+        self._secrets = _secrets_in(url)
+        try:
+            # No retries: a dead Redis must fail fast, and the Cacher already degrades.
+            self._client = redis.Redis.from_url(
+                url,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=connect_timeout,
+                retry=Retry(NoBackoff(), 0),
+                client_name="workerless",
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"store URL {self.url}: {self._scrub(str(exc))}") from None
+        self._limiter = trio.CapacityLimiter(max_threads)
+        self._channel = f"{prefix}notices"
+        self._origin = secrets.token_hex(8)  # tells this store's notices from other processes'
+        self._acquire = self._client.register_script(_ACQUIRE)
+        self._renew = self._client.register_script(_RENEW)
+        self._release = self._client.register_script(_RELEASE)
+        self._opened = 0
+        self._runs = 0
+        self._listener: _NoticeListener | None = None
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
+
+    @property
+    def shared(self) -> bool:
+        return True
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            await trio.to_thread.run_sync(self._client.ping, limiter=self._limiter)
+        except (redis.RedisError, OSError) as exc:
+            raise self._unavailable("cannot reach Redis at", exc) from exc
+        self._opened += 1
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the notice listener until cancelled; started once it is subscribed.
+
+        Start-up is not held past the first failed attempt when Redis is down: the listener
+        then keeps reconnecting in the background.  Several cachers may share one
+        store: they share its one listener, which stops when the last of them stops.
+        """
+        self._runs += 1
+        try:
+            listener = self._listener
+            if listener is None or listener.stopping:
+                listener = _NoticeListener(self, trio.lowlevel.current_trio_token())
+                self._listener = listener
+                listener.start()
+            with trio.move_on_after(self.connect_timeout + self.socket_timeout):
+                await listener.first_attempt.wait()
+            task_status.started()
+            await trio.sleep_forever()
+        finally:
+            self._runs -= 1
+            if self._runs == 0 and self._listener is not None:
+                self._listener.stop()
+
+    async def aclose(self) -> None:
+        """Stop the listener (within a fraction of a second) and close the connections."""
+        self._opened = max(0, self._opened - 1)
+        if self._opened or self._runs:
+            return
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
+            await trio.to_thread.run_sync(listener.join, abandon_on_cancel=True)
+        await trio.to_thread.run_sync(self._client.close, abandon_on_cancel=True)
+
+    # -- values ----------------------------------------------------------------------------
+
+    async def get(self, key: str) -> Entry | None:
+        return await self._call(self._get_sync, self._value_key(key))
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        vkey = self._value_key(key)
+        if ttl <= 0:
+            await self._call(self._client.unlink, vkey)
+        else:
+            px = _milliseconds(ttl)
+            await self._call(functools.partial(self._client.set, vkey, value, px=px))
+
+    async def delete(self, key: str) -> bool:
+        return bool(await self._call(self._client.unlink, self._value_key(key)))
+
+    async def delete_prefix(self, prefix: str) -> int:
+        pattern = _glob_escape(self._value_key(prefix)) + "*"
+        return await self._call(self._delete_matching_sync, pattern)
+
+    # -- leases ----------------------------------------------------------------------------
+
+    async def acquire_lease(self, key: str, token: str, ttl: float) -> bool:
+        keys, args = [self._lease_key(key)], [token, _milliseconds(ttl)]
+        return bool(await self._call(self._acquire, keys, args))
+
+    async def renew_lease(self, key: str, token: str, ttl: float) -> bool:
+        keys, args = [self._lease_key(key)], [token, _milliseconds(ttl)]
+        return bool(await self._call(self._renew, keys, args))
+
+    async def release_lease(self, key: str, token: str) -> None:
+        """Give the lease up if ``token`` holds it, waking this process's watchers of the key.
+
+        A task of this process that began watching after this key's notice went out, and found
+        the lease still taken, would otherwise wait out the lease: it re-checks at once.
+        """
+        if await self._call(self._release, [self._lease_key(key)], [token]):
+            self._deliver(Notice(key, "abandoned", "lease released"))
+
+    # -- notices ---------------------------------------------------------------------------
+
+    async def publish(self, notice: Notice) -> None:
+        """Wake this process's watchers at once, then send ``notice`` to the other processes.
+
+        This store's own notices coming back through the channel are ignored: they would
+        reach watches registered after the notice was sent, which must re-check the store
+        instead (a stale ``failed`` would fail a computation that never ran).
+        """
+        self._deliver(notice)
+        await self._call(self._client.publish, self._channel, encode_notice(notice, self._origin))
+
+    def _wake_all(self, reason: str) -> None:
+        """Wake every local watch with a synthetic ``abandoned`` notice so it re-checks now."""
+        for key in tuple(self._watches):
+            self._deliver(Notice(key, "abandoned", reason))
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _value_key(self, key: str) -> str:
+        return f"{self.prefix}v:{key}"
+
+    def _lease_key(self, key: str) -> str:
+        return f"{self.prefix}lease:{key}"
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        # Not abandoned on cancel: a lease taken in a thread must not go unnoticed; the
+        # socket timeout bounds the wait.
+        try:
+            return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        except (redis.RedisError, OSError) as exc:
+            raise self._unavailable("lost Redis at", exc) from exc
+
+    def _get_sync(self, vkey: str) -> Entry | None:
+        with self._client.pipeline(transaction=True) as pipe:
+            pipe.get(vkey)
+            pipe.pttl(vkey)
+            value, pttl = pipe.execute()
+        if value is None:
+            return None
+        return Entry(cast(bytes, value), pttl / 1000 if pttl >= 0 else None)
+
+    def _delete_matching_sync(self, pattern: str) -> int:
+        removed = 0
+        batch: list[bytes] = []
+        for name in self._client.scan_iter(match=pattern, count=1000):
+            batch.append(name)
+            if len(batch) >= _DELETE_BATCH:
+                removed += self._client.unlink(*batch)
+                batch.clear()
+        if batch:
+            removed += self._client.unlink(*batch)
+        return removed
+
+    def _unavailable(self, what: str, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(f"{what} {self.url}: {self._describe(exc)}")
+
+    def _describe(self, exc: BaseException) -> str:
+        return self._scrub(f"{type(exc).__name__}: {exc}")
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+class _NoticeListener:
+    """The pub/sub subscription of one store: a thread that hands notices to the trio thread.
+
+    It polls a stop flag every fraction of a second (messages themselves arrive at once), and
+    when Redis goes away it reconnects with backoff, logging the outage once.  After a
+    reconnection it wakes every local watch, since notices sent meanwhile were lost.
+    """
+
+    def __init__(self, store: RedisStore, token: trio.lowlevel.TrioToken) -> None:
+        self._store = store
+        self._token = token
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._listen, name="workerless-redis-notices", daemon=True
+        )
+        self.first_attempt = trio.Event()  # set when first subscribed, or first failed to
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def _listen(self) -> None:
+        store = self._store
+        failures = 0
+        while not self._stop.is_set():
+            pubsub = store._client.pubsub()  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe(store._channel)
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=_LISTENER_POLL)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        self._to_trio(self._on_subscribed, failures > 0)
+                        if failures:
+                            logger.warning("notice listener reconnected to Redis at %s", store.url)
+                        failures = 0
+                    elif message["type"] == "message":
+                        notice, origin = decode_notice(message["data"])
+                        if notice is not None and origin != store._origin:
+                            self._to_trio(store._deliver, notice)
+            except (redis.RedisError, OSError) as exc:
+                if self._stop.is_set():
+                    break
+                failures += 1
+                if failures == 1:
+                    self._to_trio(self.first_attempt.set)
+                    logger.warning(
+                        "notice listener lost Redis at %s (%s): reconnecting",
+                        store.url,
+                        store._describe(exc),
+                    )
+            finally:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    pubsub.close()
+            if failures:
+                self._stop.wait(min(_RECONNECT_BACKOFF_CAP, 0.1 * 2 ** (failures - 1)))
+
+    def _to_trio(self, fn: Callable[..., object], *args: Any) -> None:
+        try:
+            self._token.run_sync_soon(fn, *args)
+        except trio.RunFinishedError:  # the trio run ended without closing the store
+            self._stop.set()
+
+    def _on_subscribed(self, after_outage: bool) -> None:
+        self.first_attempt.set()
+        if after_outage:
+            self._store._wake_all("notice listener reconnected")
+
+
+def encode_notice(notice: Notice, origin: str) -> bytes:
+    """A notice as the compact JSON sent on the channel, with the sending store's id."""
+    body = {
+        "key": notice.key,
+        "outcome": notice.outcome,
+        "reason": notice.reason,
+        "cached": notice.cached,
+        "origin": origin,
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_notice(data: Any) -> tuple[Notice | None, str]:
+    """The notice in a channel message and its origin; (None, "") if it is not one of ours."""
+    try:
+        body = json.loads(data)
+    except (ValueError, TypeError):
+        body = None
+    if isinstance(body, dict):
+        key, outcome = body.get("key"), body.get("outcome")
+        reason, cached = body.get("reason", ""), body.get("cached", True)
+        origin = body.get("origin", "")
+        if (
+            isinstance(key, str)
+            and outcome in _OUTCOMES
+            and isinstance(reason, str)
+            and isinstance(cached, bool)
+            and isinstance(origin, str)
+        ):
+            return Notice(key, outcome, reason, cached), origin
+    logger.debug("ignoring a malformed notice: %.200r", data)
+    return None, ""
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (in the user part or a ``password`` query field) as ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        # A lone user part may well be a password written in the wrong place: hide it too.
+        netloc = f"{user}:***@{host}" if colon else f"***@{host}"
+    fields = parse_qsl(parts.query, keep_blank_values=True)
+    if any(name == "password" for name, _ in fields):
+        fields = [(name, "***" if name == "password" else value) for name, value in fields]
+        query = urlencode(fields, safe="*")
+    else:
+        query = parts.query
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _secrets_in(url: str) -> tuple[str, ...]:
+    parts = urlsplit(url)
+    found = [parts.password or ""]
+    if parts.password is None:
+        found.append(parts.username or "")
+    found += [value for name, value in parse_qsl(parts.query) if name == "password"]
+    return tuple({s for raw in found if raw for s in (raw, unquote(raw))})
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal in a Redis MATCH pattern."""
+    return _GLOB_METACHARACTERS.sub(r"\\\1", text)
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
