@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from workerless import (
@@ -258,3 +260,56 @@ async def test_store_down_serves_computed_values_and_recovers(
     assert hit.source == "hit"
     warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
     assert len(warnings) == 1
+
+
+class CountingStore(MemoryStore):
+    """A memory store whose reads yield like real I/O, counting reads and lease renewals."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets = 0
+        self.renewal_batches: list[int] = []
+
+    async def get(self, key: str) -> Entry | None:
+        self.gets += 1
+        await trio.lowlevel.checkpoint()
+        return await super().get(key)
+
+    async def renew_leases(self, leases: Mapping[str, str], ttl: float) -> frozenset[str]:
+        self.renewal_batches.append(len(leases))
+        return await super().renew_leases(leases, ttl)
+
+
+async def test_requests_joining_a_running_computation_do_not_read_the_store() -> None:
+    """Once a key is computing here, later requests join it without one store read each."""
+    store = CountingStore()
+    upstream = Upstream()
+    upstream.hold = True
+    with trio.fail_after(5):
+        async with Cacher(store) as cacher, trio.open_nursery() as nursery:
+            nursery.start_soon(cacher.fetch, "k", upstream)
+            await trio.testing.wait_all_tasks_blocked()
+            reads_before = store.gets
+            for _ in range(50):
+                nursery.start_soon(cacher.fetch, "k", upstream)
+            await trio.testing.wait_all_tasks_blocked()
+            assert store.gets == reads_before
+            upstream.release.set()
+    assert upstream.calls == 1
+
+
+async def test_leases_of_running_computations_are_renewed_together(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Computations longer than the lease keep it, renewed for all keys in one call per period."""
+    store = CountingStore()
+    upstream = Upstream(delay=3.0)
+    async with Cacher(store, lease=0.6, hard_limit=10) as cacher, trio.open_nursery() as nursery:
+        for i in range(10):
+            nursery.start_soon(cacher.fetch, f"k{i}", upstream)
+        await trio.sleep(2.0)  # well past the 0.6 s lease
+        for i in range(10):
+            assert not await store.acquire_lease(f"k{i}", "intruder", 1.0)
+    assert upstream.calls == 10
+    assert max(store.renewal_batches) == 10
+    assert len(store.renewal_batches) < 20

@@ -153,8 +153,10 @@ async def test_client_gone_computation_fills_cache(served: Served) -> None:
     with trio.fail_after(15):
         with pytest.raises(httpx.ReadTimeout):
             await served.client.get("/sleep/gone?t=0.6", timeout=0.1)
-        while "gone" not in served.probe.finished:  # noqa: ASYNC110 - a plain list, no event
-            await trio.sleep(0.05)
+        while not served.probe.computations["sleep/gone"]:  # noqa: ASYNC110 - a plain counter
+            await trio.sleep(0.01)  # the request may still be on its way to the server
+        await served.workerless.cacher.wait_idle()
+        assert served.probe.finished == ["gone"]
         later = await served.client.get("/sleep/gone?t=0.6")
     assert later.status_code == 200
     assert later.headers["cache-status"].startswith("workerless; hit")

@@ -172,6 +172,21 @@ async def test_lease_renewal_only_by_its_holder(redis_url: str) -> None:
             assert not await store.acquire_lease("/k", "theirs", 30)
 
 
+async def test_renew_leases_in_one_call_reports_the_lost(redis_url: str) -> None:
+    """renew_leases extends every lease still held by its token and names the ones lost."""
+    with trio.fail_after(5):
+        async with running(RedisStore(redis_url)) as store:
+            assert await store.acquire_lease("/a", "ta", 0.3)
+            assert await store.acquire_lease("/b", "tb", 0.3)
+            assert await store.acquire_lease("/c", "someone-else", 30)
+            lost = await store.renew_leases({"/a": "ta", "/b": "tb", "/c": "tc", "/d": "td"}, 30)
+            assert lost == {"/c", "/d"}
+            await trio.sleep(0.5)  # past the first ttl: the batch renewal kept /a and /b
+            assert not await store.acquire_lease("/a", "other", 30)
+            assert not await store.acquire_lease("/b", "other", 30)
+            assert await store.renew_leases({}, 30) == frozenset()
+
+
 async def test_lease_expires_after_its_ttl(redis_url: str) -> None:
     """A holder that never releases (a dead process) loses the lease when its ttl passes."""
     with trio.fail_after(5):

@@ -122,6 +122,7 @@ class Cacher(Generic[T]):
         self.codec: Codec[T] = codec if codec is not None else JSONCodec()
         self._listeners: dict[str, list[Listener]] = {name: [] for name in _EVENT_NAMES}
         self._flights: dict[str, _Flight] = {}
+        self._leases: dict[str, str] = {}  # key -> token, for computations running here
         self._nursery: trio.Nursery | None = None
         self._stack: AsyncExitStack | None = None
         self._idle = trio.Event()
@@ -159,6 +160,7 @@ class Cacher(Generic[T]):
                 self._nursery = nursery
                 self._draining = False
                 await nursery.start(self.store.run)
+                nursery.start_soon(self._renew_leases)
                 try:
                     yield
                 finally:
@@ -274,18 +276,21 @@ class Cacher(Generic[T]):
         nursery = self._nursery
         if nursery is None:
             raise RuntimeError("the Cacher is not running: use `async with cacher:` first")
-        entry = await self._get(key)
-        if entry is not None:
-            try:
-                value = self.codec.decode(entry.value)
-            except Exception:
-                logger.warning("cannot decode the stored value of %r; computing it again", key)
-            else:
-                self._hits += 1
-                self._emit("hit", Hit(key, entry.ttl))
-                return Fetched(value, "hit", stored=True, ttl=entry.ttl)
-
+        # A computation of this key already running here answers sooner than the store can, and
+        # joining it first keeps a stampede from queueing one store read per request.
         flight = self._flights.get(key)
+        if flight is None:
+            entry = await self._get(key)
+            if entry is not None:
+                try:
+                    value = self.codec.decode(entry.value)
+                except Exception:
+                    logger.warning("cannot decode the stored value of %r; computing it again", key)
+                else:
+                    self._hits += 1
+                    self._emit("hit", Hit(key, entry.ttl))
+                    return Fetched(value, "hit", stored=True, ttl=entry.ttl)
+            flight = self._flights.get(key)  # one may have started while we read the store
         collapsed = flight is not None
         if flight is None:
             flight = self._flights[key] = _Flight(key)
@@ -435,9 +440,8 @@ class Cacher(Generic[T]):
         key = flight.key
         ttl, hard_limit = limits
         self._computations += 1
-        renewal = trio.CancelScope()
-        if token is not None and self._nursery is not None:
-            self._nursery.start_soon(self._renew, key, token, renewal)
+        if token is not None:
+            self._leases[key] = token
         started = trio.current_time()
         notice: Notice
         try:
@@ -445,7 +449,7 @@ class Cacher(Generic[T]):
                 with trio.move_on_after(hard_limit) as limit:
                     value = await compute()
             finally:
-                renewal.cancel()
+                self._leases.pop(key, None)
             if limit.cancelled_caught:
                 reason = f"ran past the hard limit of {hard_limit:g} s"
                 logger.error("computing %r %s; cancelled", key, reason)
@@ -503,14 +507,19 @@ class Cacher(Generic[T]):
         except StoreUnavailable as exc:
             self._store_down(exc)
 
-    async def _renew(self, key: str, token: str, scope: trio.CancelScope) -> None:
-        with scope:
-            while True:
-                await trio.sleep(self.lease / 3)
-                try:
-                    if not await self.store.renew_lease(key, token, self.lease):
-                        logger.warning("lost the lease on %r while computing it", key)
-                        return
-                except StoreUnavailable as exc:
-                    self._store_down(exc)
-                    return
+    async def _renew_leases(self) -> None:
+        """Keep the leases of running computations alive: one store call per period for all."""
+        while True:
+            await trio.sleep(self.lease / 3)
+            if not self._leases or not self._store_available:
+                continue
+            held = dict(self._leases)
+            try:
+                lost = await self.store.renew_leases(held, self.lease)
+            except StoreUnavailable as exc:
+                self._store_down(exc)
+                continue
+            for key in lost:
+                if self._leases.get(key) == held[key]:
+                    del self._leases[key]
+                    logger.warning("lost the lease on %r while computing it", key)

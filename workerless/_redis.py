@@ -10,7 +10,7 @@ import math
 import re
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -185,6 +185,24 @@ class RedisStore(Store):
     async def renew_lease(self, key: str, token: str, ttl: float) -> bool:
         keys, args = [self._lease_key(key)], [token, _milliseconds(ttl)]
         return bool(await self._call(self._renew, keys, args))
+
+    async def renew_leases(self, leases: Mapping[str, str], ttl: float) -> frozenset[str]:
+        """Renew every lease in one pipelined round trip; return the keys whose lease was lost."""
+        if not leases:
+            return frozenset()
+        keys = list(leases)
+        milliseconds = _milliseconds(ttl)
+
+        def renew_all() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for key in keys:
+                self._renew(
+                    keys=[self._lease_key(key)], args=[leases[key], milliseconds], client=pipe
+                )
+            return pipe.execute()
+
+        results = await self._call(renew_all)
+        return frozenset(key for key, renewed in zip(keys, results, strict=True) if not renewed)
 
     async def release_lease(self, key: str, token: str) -> None:
         """Give the lease up if ``token`` holds it, waking this process's watchers of the key.

@@ -9,7 +9,7 @@ process watching that key.  `MemoryStore` implements the same contract inside on
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -117,6 +117,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def renew_lease(self, key: str, token: str, ttl: float) -> bool:
         """Extend the lease if ``token`` still holds it; False if it was lost."""
+
+    async def renew_leases(self, leases: Mapping[str, str], ttl: float) -> frozenset[str]:
+        """Renew many leases (key to token) at once; return the keys whose lease was lost.
+
+        A Cacher renews every lease it holds in one call, so a thousand running computations
+        cost one round trip per renewal period, not a thousand.
+        """
+        lost = [key for key, token in leases.items() if not await self.renew_lease(key, token, ttl)]
+        return frozenset(lost)
 
     @abc.abstractmethod
     async def release_lease(self, key: str, token: str) -> None:

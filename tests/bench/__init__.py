@@ -1,0 +1,1 @@
+"""The benchmark: workerless measured beside what users would do instead (see run.py)."""

@@ -1,0 +1,258 @@
+"""The load client: a trio process with raw HTTP/1.1 connections (h11) and per-request detail.
+
+Run as ``python -m bench.client JOB`` with the job as JSON; prints a JSON result on stdout.
+h11 over trio sockets costs far less CPU per request than a full client, and this machine's
+cores are shared with the servers being measured.  Jobs:
+
+- ``stampede``: open ``n`` connections spread over ``ports`` and warm each one, then send one
+  request per connection at the same instant; report statuses and latencies.
+- ``timeline``: fetch each item at its start offset, held or polling every ``poll`` seconds
+  while the answer is 202; report how long after the computation ended each answer arrived.
+- ``held``: open ``n`` connections and send a request on each; report how they were answered.
+- ``wakeup``: for each key, a request to the first port then, ``lag`` later, to the second;
+  report when each answer arrived and the computation it carries.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import h11
+import trio
+
+__all__ = ["Connection", "Reply"]
+
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A response, and when its request was sent and its last byte received (monotonic)."""
+
+    status: int
+    body: bytes
+    sent: float
+    received: float
+
+    @property
+    def computation(self) -> dict[str, Any]:
+        """The JSON the bench app's computing routes answer: key, pid and ``done``."""
+        return dict(json.loads(self.body))
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection; requests on it are sent one after another."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.h11 = h11.Connection(h11.CLIENT)
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        return cls(await trio.open_tcp_stream(HOST, port))
+
+    async def send(self, target: str) -> float:
+        """Send a GET for ``target``; return when it was sent."""
+        request = h11.Request(method="GET", target=target, headers=[("Host", HOST)])
+        data = b"".join(self.h11.send(e) or b"" for e in (request, h11.EndOfMessage()))
+        sent = time.monotonic()
+        await self.stream.send_all(data)
+        return sent
+
+    async def receive(self, sent: float) -> Reply:
+        """Read the whole response to the request sent at ``sent``."""
+        status = 0
+        body = bytearray()
+        while True:
+            event = self.h11.next_event()
+            if event is h11.NEED_DATA:
+                self.h11.receive_data(await self.stream.receive_some(65536))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                received = time.monotonic()
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionError("the server closed the connection before answering")
+        if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
+            self.h11.start_next_cycle()
+        return Reply(status, bytes(body), sent, received)
+
+    async def get(self, target: str) -> Reply:
+        return await self.receive(await self.send(target))
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
+async def stampede(job: dict[str, Any]) -> dict[str, Any]:
+    ports, n, target = job["ports"], job["n"], job["target"]
+    connections: list[Connection | None] = [None] * n
+    errors: list[str] = []
+    limiter = trio.CapacityLimiter(job.get("connect_concurrency", 100))
+
+    async def connect(i: int) -> None:
+        async with limiter:
+            try:
+                conn = await Connection.open(ports[i % len(ports)])
+                await conn.get("/bench/stats")  # the server has accepted it and set it up
+                connections[i] = conn
+            except OSError as exc:
+                errors.append(_error(exc))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(n):
+            nursery.start_soon(connect, i)
+
+    go = trio.Event()
+    replies: list[Reply] = []
+
+    async def fire(conn: Connection) -> None:
+        await go.wait()
+        try:
+            replies.append(await conn.get(target))
+        except (OSError, ConnectionError, h11.ProtocolError) as exc:
+            errors.append(_error(exc))
+
+    async with trio.open_nursery() as nursery:
+        for conn in connections:
+            if conn is not None:
+                nursery.start_soon(fire, conn)
+        await trio.sleep(0.2)
+        go.set()
+    for conn in connections:
+        if conn is not None:
+            await conn.aclose()
+    return {
+        "statuses": dict(Counter(str(r.status) for r in replies)),
+        "latencies": [r.received - r.sent for r in replies],
+        "errors": errors,
+    }
+
+
+async def timeline(job: dict[str, Any]) -> dict[str, Any]:
+    port, poll = job["port"], job["poll"]
+    results: list[dict[str, Any]] = []
+    start = trio.current_time()
+
+    async def fetch(item: dict[str, Any]) -> None:
+        await trio.sleep_until(start + item["at"])
+        result: dict[str, Any] = {"pattern": item["pattern"], "requests": 0}
+        try:
+            conn = await Connection.open(port)
+            try:
+                while True:
+                    reply = await conn.get(item["target"])
+                    result["requests"] += 1
+                    if reply.status != 202 or item["pattern"] != "poll":
+                        break
+                    await trio.sleep(poll)
+            finally:
+                await conn.aclose()
+            result["status"] = reply.status
+            if reply.status == 200:
+                result["delay"] = reply.received - reply.computation["done"]
+        except (OSError, ConnectionError, h11.ProtocolError) as exc:
+            result["error"] = _error(exc)
+        results.append(result)
+
+    async with trio.open_nursery() as nursery:
+        for item in job["items"]:
+            nursery.start_soon(fetch, item)
+    return {"results": results}
+
+
+async def held(job: dict[str, Any]) -> dict[str, Any]:
+    port, n, target = job["port"], job["n"], job["target"]
+    statuses: Counter[str] = Counter()
+    errors: list[str] = []
+    limiter = trio.CapacityLimiter(job.get("connect_concurrency", 200))
+    sent: list[float] = []
+
+    async def hold(i: int) -> None:
+        try:
+            async with limiter:
+                conn = await Connection.open(port)
+                started = await conn.send(target.format(i=i))
+                sent.append(started)
+            try:
+                reply = await conn.receive(started)
+            finally:
+                await conn.aclose()
+            statuses[str(reply.status)] += 1
+        except (OSError, ConnectionError, h11.ProtocolError) as exc:
+            errors.append(_error(exc))
+
+    begin = time.monotonic()
+    async with trio.open_nursery() as nursery:
+        for i in range(n):
+            nursery.start_soon(hold, i)
+    return {
+        "statuses": dict(statuses),
+        "errors": errors,
+        "all_sent_after": (max(sent) - begin) if sent else None,
+    }
+
+
+async def wakeup(job: dict[str, Any]) -> dict[str, Any]:
+    first, second = job["ports"]
+    results: list[dict[str, Any]] = []
+    start = trio.current_time()
+
+    async def one(port: int, target: str) -> None:
+        try:
+            conn = await Connection.open(port)
+            try:
+                reply = await conn.get(target)
+            finally:
+                await conn.aclose()
+        except (OSError, ConnectionError, h11.ProtocolError) as exc:
+            results.append({"port": port, "error": _error(exc)})
+            return
+        entry: dict[str, Any] = {"port": port, "status": reply.status}
+        if reply.status == 200:
+            computed = reply.computation
+            entry |= {"pid": computed["pid"], "delay": reply.received - computed["done"]}
+        results.append(entry)
+
+    async def pair(i: int, target: str) -> None:
+        await trio.sleep_until(start + i * job["spacing"])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(one, first, target)
+            await trio.sleep(job["lag"])
+            nursery.start_soon(one, second, target)
+
+    async with trio.open_nursery() as nursery:
+        for i, target in enumerate(job["targets"]):
+            nursery.start_soon(pair, i, target)
+    return {"results": results}
+
+
+JOBS = {"stampede": stampede, "timeline": timeline, "held": held, "wakeup": wakeup}
+
+
+def main() -> None:
+    # Thousands of held connections need as many descriptors: take the hard limit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    job = json.loads(sys.argv[1])
+    result = trio.run(JOBS[job["kind"]], job)
+    json.dump(result, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

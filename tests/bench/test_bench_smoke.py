@@ -1,0 +1,71 @@
+"""The benchmark still runs: a quick run, checked for its scenarios and counted computations.
+
+Never asserts timings: they belong to the machine, not to the code.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RUN = Path(__file__).with_name("run.py")
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="needs wrk: apt-get install -y wrk"
+)
+
+
+def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
+    """A quick run exits 0, reports all five scenarios, and counts computations right."""
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, str(RUN), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(out.read_text())
+    results = report["results"]
+    stores = report["stores"]
+    assert report["failures"] == []
+    assert set(results) == {"1", "2", "3", "4", "5"}
+
+    for store in stores:
+        assert results["1"][store]["fragment"]["errors"] == 0
+        assert results["1"][store]["bare"]["errors"] == 0
+
+        stampede = results["2"][store]
+        for processes in (1, 2):
+            ours = stampede[f"workerless-{processes}p"]
+            theirs = stampede[f"cache-aside-{processes}p"]
+            # One computation per key: in all (Redis), or per process (MemoryStore).
+            assert ours["computations"] == ours["expected_computations"]
+            assert theirs["computations"] > ours["computations"]
+            assert ours["errors"] == theirs["errors"] == 0
+
+        timeline = results["3"][store]
+        for pattern in ("held", "poll"):
+            assert timeline[pattern]["answered"] == timeline["fragments"]
+            assert timeline[pattern]["computations"] == timeline["fragments"]
+
+    held = results["4"]
+    assert held, "held connections ran on no store"
+    for figures in held.values():
+        for variant in ("workerless", "bare"):
+            assert figures[variant]["answered"] == figures["requests"]
+            assert figures[variant]["held_at_once"] == figures["requests"]
+
+    if "redis" in stores:
+        wakeup = results["5"]["redis"]
+        assert wakeup["computations"] == wakeup["expected_computations"]
+        assert wakeup["errors"] == 0
+        assert wakeup["other_process"]["n"] > 0
+    else:
+        assert "skipped" in results["5"]
