@@ -91,12 +91,7 @@ async def index() -> str:
     )
 
 
-@workerless.fragment("/fragment/<name>")
-async def fragment(name: str) -> str:
-    if len(name) > MAX_NAME:
-        abort(404)
-    started = trio.current_time()
-    content = await upstream.slow_find(name)
+async def _fragment_html(name: str, content: str, started: float) -> str:
     return await render_template(
         "demo/fragment.html",
         name=name,
@@ -106,17 +101,19 @@ async def fragment(name: str) -> str:
     )
 
 
+@workerless.fragment("/fragment/<name>")
+async def fragment(name: str) -> str:
+    if len(name) > MAX_NAME:
+        abort(404)
+    started = trio.current_time()
+    return await _fragment_html(name, await upstream.slow_find(name), started)
+
+
 @workerless.fragment("/slow", deadline=SLOW_DEADLINE)
 async def slow() -> str:
     started = trio.current_time()
     await trio.sleep(SLOW_SECONDS)
-    return await render_template(
-        "demo/fragment.html",
-        name="slow",
-        content="worth the wait",
-        computed_at=_now(),
-        took=trio.current_time() - started,
-    )
+    return await _fragment_html("slow", "worth the wait", started)
 
 
 @workerless.fragment("/failing")
@@ -125,13 +122,7 @@ async def failing() -> str:
     await trio.sleep(0.3)
     if upstream.failing:
         raise RuntimeError("the demo's upstream is down (switch it back on in the page)")
-    return await render_template(
-        "demo/fragment.html",
-        name="failing",
-        content="the upstream is back",
-        computed_at=_now(),
-        took=trio.current_time() - started,
-    )
+    return await _fragment_html("failing", "the upstream is back", started)
 
 
 @app.post("/demo/clear-cache")
