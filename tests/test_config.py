@@ -73,16 +73,29 @@ async def test_environment_is_read_when_the_app_starts_not_at_import() -> None:
             assert workerless.cacher.store.max_entries == 3
 
 
-def test_bad_environment_stops_the_server_at_start_up(tmp_path: Path) -> None:
-    """A real hypercorn with a bad variable exits at start-up, naming the variable."""
+def start_up_log(tmp_path: Path, **variables: str) -> str:
+    """Run a real hypercorn whose start-up must fail; return what it logged."""
     log = tmp_path / "hypercorn.log"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
-    env["WORKERLESS_DEADLINE"] = "never"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", **variables}
     with log.open("wb") as out:
+        # Returning within the timeout is the stop; `python -m hypercorn` exits 0 even then.
         subprocess.run(
             [sys.executable, "-m", "hypercorn", "--worker-class", "trio",
              "--bind", f"127.0.0.1:{free_port()}", "apps.contract_app:app"],
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT, timeout=30, check=False,
         )  # fmt: skip
-    # run() returning within the timeout is the stop; `python -m hypercorn` exits 0 even then.
-    assert "WORKERLESS_DEADLINE must be a number, not 'never'" in log.read_text()
+    return log.read_text()
+
+
+def test_bad_environment_stops_the_server_at_start_up(tmp_path: Path) -> None:
+    """A real hypercorn with a bad variable exits at start-up, naming the variable."""
+    log = start_up_log(tmp_path, WORKERLESS_DEADLINE="never")
+    assert "WORKERLESS_DEADLINE must be a number, not 'never'" in log
+
+
+def test_unreachable_redis_stops_the_server_at_start_up_naming_the_url(tmp_path: Path) -> None:
+    """WORKERLESS_STORE pointing at no Redis stops start-up with the URL, password hidden."""
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    log = start_up_log(tmp_path, WORKERLESS_STORE=url)
+    assert url.replace("hunter2", "***") in log
+    assert "hunter2" not in log

@@ -169,7 +169,7 @@ async def test_other_methods_get_405(served: Served, method: str) -> None:
     with trio.fail_after(10):
         response = await served.client.request(method, "/quick/m")
     assert response.status_code == 405
-    assert "GET" in response.headers["allow"]
+    assert {"GET", "HEAD"} <= {m.strip() for m in response.headers["allow"].split(",")}
     assert served.probe.computations["quick/m"] == 0
 
 
@@ -182,6 +182,17 @@ async def test_head_is_served_without_body(served: Served) -> None:
     assert head.content == b""
     assert head.headers["cache-status"].startswith("workerless; hit")
     assert served.probe.computations["quick/h"] == 1
+
+
+async def test_head_first_computes_a_body_that_get_serves(served: Served) -> None:
+    """A HEAD on a cold key computes the full response; the next GET is a hit with the body."""
+    with trio.fail_after(10):
+        head = await served.client.head("/quick/head-first")
+        get = await served.client.get("/quick/head-first")
+    assert head.status_code == get.status_code == 200
+    assert head.content == b""
+    assert get.text == "quick head-first #1"
+    assert get.headers["cache-status"].startswith("workerless; hit")
 
 
 async def test_request_visible_inside_computation(served: Served) -> None:
