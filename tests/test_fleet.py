@@ -129,11 +129,24 @@ async def test_one_computation_for_400_concurrent_requests_across_servers(
     assert elapsed < 20
 
 
+async def recomputed(http: httpx.AsyncClient, url: str, expected: int) -> httpx.Response:
+    """GET ``url`` until it shows computation ``expected``; before that only the one before.
+
+    An invalidation reaches other servers' near caches by pub/sub, within milliseconds.
+    """
+    while True:
+        response = await http.get(url)
+        if computation(response) == expected:
+            return response
+        assert computation(response) == expected - 1
+        await trio.sleep(0.01)
+
+
 async def test_invalidation_on_one_server_is_seen_by_the_others(
     fleet: list[Hypercorn], counter: redis_py.Redis
 ) -> None:
-    """invalidate(url) on one server makes the next request on another compute again, and
-    invalidate_prefix works across servers too."""
+    """invalidate(url) on one server makes another compute again (once the announcement
+    arrives, in milliseconds), and invalidate_prefix works across servers too."""
     name = unique("inv")
     path = f"/fragment/{name}"
     with trio.fail_after(30):
@@ -145,9 +158,8 @@ async def test_invalidation_on_one_server_is_seen_by_the_others(
 
             dropped = await http.post(f"{fleet[0].url}/admin/invalidate", params={"url": path})
             assert dropped.json() == {"removed": True}
-            again = await http.get(fleet[1].url + path)
+            again = await recomputed(http, fleet[1].url + path, 2)
             assert "fwd=miss" in again.headers["Cache-Status"]
-            assert computation(again) == 2
             hit = await http.get(fleet[2].url + path)
             assert "hit" in hit.headers["Cache-Status"] and computation(hit) == 2
 
@@ -155,9 +167,8 @@ async def test_invalidation_on_one_server_is_seen_by_the_others(
                 f"{fleet[2].url}/admin/invalidate", params={"prefix": path[:-3]}
             )
             assert dropped.json() == {"removed": 1}
-            last = await http.get(fleet[0].url + path)
+            last = await recomputed(http, fleet[0].url + path, 3)
             assert "fwd=miss" in last.headers["Cache-Status"]
-            assert computation(last) == 3
     assert computations(counter, name) == 3
 
 

@@ -142,7 +142,71 @@ async def test_two_stores_on_one_redis_share_values(redis_url: str) -> None:
             entry = await two.get("/shared")
             assert entry is not None and entry.value == b"v"
             assert await two.delete("/shared")
-            assert await one.get("/shared") is None
+            await until_gone(one, "/shared")
+
+
+async def until_gone(store: RedisStore, key: str) -> None:
+    """Wait for an invalidation made elsewhere to reach ``store`` (pub/sub: milliseconds)."""
+    while await store.get(key) is not None:  # noqa: ASYNC110 - polling the store is the test
+        await trio.sleep(0.005)
+
+
+# -- the near cache -----------------------------------------------------------------------
+
+
+async def test_near_cache_serves_recent_hits_without_redis_for_near_ttl(redis_url: str) -> None:
+    """A value read once is served from this process for near_ttl s, never past that."""
+    raw = redis_py.Redis.from_url(redis_url)
+    with trio.fail_after(5):
+        async with running(RedisStore(redis_url, near_ttl=0.3)) as store:
+            await store.set("/near", b"v", 30)
+            raw.delete("workerless:v:/near")  # behind the store's back: no announcement
+            entry = await store.get("/near")
+            assert entry is not None and entry.value == b"v"
+            assert entry.ttl is not None and 29 < entry.ttl <= 30  # Redis's ttl, not near_ttl
+            await trio.sleep(0.35)
+            assert await store.get("/near") is None
+
+
+async def test_near_cache_off_reads_redis_every_time(redis_url: str) -> None:
+    """near_ttl=0: every read goes to Redis."""
+    raw = redis_py.Redis.from_url(redis_url)
+    with trio.fail_after(5):
+        async with running(RedisStore(redis_url, near_ttl=0)) as store:
+            await store.set("/far", b"v", 30)
+            raw.delete("workerless:v:/far")
+            assert await store.get("/far") is None
+
+
+async def test_invalidation_elsewhere_reaches_the_near_cache(redis_url: str) -> None:
+    """delete and delete_prefix in another process drop this process's near entries."""
+    with trio.fail_after(5):
+        async with running(RedisStore(redis_url, near_ttl=60)) as one, running(
+            RedisStore(redis_url)
+        ) as two:
+            for key in ("/x/a", "/x/b", "/y"):
+                await one.set(key, b"v", 30)
+                assert await one.get(key) is not None
+            await two.delete("/y")
+            await until_gone(one, "/y")
+            await two.delete_prefix("/x/")
+            await until_gone(one, "/x/a")
+            await until_gone(one, "/x/b")
+
+
+async def test_near_cache_is_not_trusted_while_redis_is_away(own_redis: RedisServer) -> None:
+    """With Redis stopped (invalidations could be missed) reads fail instead of going stale."""
+    with trio.fail_after(15):
+        async with running(RedisStore(own_redis.url, near_ttl=60)) as store:
+            await store.set("/k", b"v", 30)
+            assert await store.get("/k") is not None
+            own_redis.stop()
+            with pytest.raises(StoreUnavailable):
+                while True:  # until the listener notices the outage; then never a near hit
+                    await store.get("/k")
+                    await trio.sleep(0.05)
+            with pytest.raises(StoreUnavailable):
+                await store.get("/k")
 
 
 # -- leases -------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from ._store import Store
 __all__ = ["Settings", "store_from_url"]
 
 DEFAULT_STORE = "memory://"
+_ZERO_ALLOWED = frozenset({"retry_after", "near_ttl"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,7 @@ class Settings:
     grace: float = 3.0
     retry_after: int = 1
     prefix: str = "workerless:"
+    near_ttl: float = 1.0
 
     @classmethod
     def resolve(cls, keywords: Mapping[str, Any], environ: Mapping[str, str] | None) -> Settings:
@@ -61,16 +63,16 @@ def _convert(name: str, default: Any, value: Any, source: str) -> Any:
         number = kind(value)
     except (TypeError, ValueError):
         raise ConfigurationError(f"{source} must be a number, not {value!r}") from None
-    if not math.isfinite(number) or number < 0 or (number == 0 and name != "retry_after"):
+    if not math.isfinite(number) or number < 0 or (number == 0 and name not in _ZERO_ALLOWED):
         raise ConfigurationError(f"{source} must be a positive number, not {value!r}")
     return number
 
 
-def store_from_url(url: str, *, prefix: str = "workerless:") -> Store:
+def store_from_url(url: str, *, prefix: str = "workerless:", near_ttl: float = 1.0) -> Store:
     """Build the store a URL names: ``memory://`` (``?max_entries=&max_bytes=``) or Redis.
 
     ``redis://``, ``rediss://`` and ``unix://`` URLs make a `RedisStore` whose keys all start
-    with ``prefix``.
+    with ``prefix``, serving hits from a near cache for ``near_ttl`` seconds (0: never).
     """
     parts = urlsplit(url)
     if parts.scheme == "memory":
@@ -88,7 +90,7 @@ def store_from_url(url: str, *, prefix: str = "workerless:") -> Store:
     if parts.scheme in ("redis", "rediss", "unix"):
         from ._redis import RedisStore
 
-        return RedisStore(url, prefix=prefix)
+        return RedisStore(url, prefix=prefix, near_ttl=near_ttl)
     raise ConfigurationError(
         f"store URL {url!r}: expected memory://, redis://, rediss:// or unix://"
     )

@@ -52,6 +52,7 @@ class Workerless:
         grace: float | None = None,
         retry_after: int | None = None,
         prefix: str | None = None,
+        near_ttl: float | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self._keywords: dict[str, Any] = {
@@ -63,6 +64,7 @@ class Workerless:
             "grace": grace,
             "retry_after": retry_after,
             "prefix": prefix,
+            "near_ttl": near_ttl,
         }
         self._environ = environ
         self.settings = Settings()
@@ -168,7 +170,9 @@ class Workerless:
         store = settings.store
         cacher = self.cacher
         cacher.store = (
-            store if isinstance(store, Store) else store_from_url(store, prefix=settings.prefix)
+            store
+            if isinstance(store, Store)
+            else store_from_url(store, prefix=settings.prefix, near_ttl=settings.near_ttl)
         )
         cacher.ttl = settings.ttl
         cacher.hard_limit = settings.hard_limit

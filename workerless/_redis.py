@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import json
 import logging
 import math
 import re
 import secrets
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -20,6 +17,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ._errors import ConfigurationError, StoreUnavailable
+from ._near import NearCache
+from ._redis_channel import NoticeListener, encode_invalidation, encode_notice
 from ._store import Entry, Notice, Store
 
 __all__ = ["RedisStore"]
@@ -28,10 +27,7 @@ logger = logging.getLogger("workerless")
 
 T = TypeVar("T")
 
-_OUTCOMES = frozenset({"stored", "failed", "timed_out", "abandoned"})
 _GLOB_METACHARACTERS = re.compile(r"([*?\[\]\\])")
-_LISTENER_POLL = 0.1  # how often the listener thread looks at its stop flag
-_RECONNECT_BACKOFF_CAP = 1.0
 _DELETE_BATCH = 500
 
 # Take the lease if it is free; a holder asking again with its own token keeps it (renewed),
@@ -76,6 +72,7 @@ class RedisStore(Store):
         max_threads: int = 32,
         socket_timeout: float = 2.0,
         connect_timeout: float = 1.0,
+        near_ttl: float = 1.0,
     ) -> None:
         super().__init__()
         if max_threads < 1 or socket_timeout <= 0 or connect_timeout <= 0:
@@ -104,7 +101,11 @@ class RedisStore(Store):
         self._release = self._client.register_script(_RELEASE)
         self._opened = 0
         self._runs = 0
-        self._listener: _NoticeListener | None = None
+        self._listener: NoticeListener | None = None
+        # Hits served from this process for up to near_ttl s, while invalidations can reach us.
+        self._near = NearCache(near_ttl)
+        self._near_trusted = False  # true while the listener is subscribed
+        self._near_generation = 0  # bumped by every invalidation: a read racing one is not kept
 
     def __repr__(self) -> str:
         return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
@@ -133,7 +134,7 @@ class RedisStore(Store):
         try:
             listener = self._listener
             if listener is None or listener.stopping:
-                listener = _NoticeListener(self, trio.lowlevel.current_trio_token())
+                listener = NoticeListener(self, trio.lowlevel.current_trio_token())
                 self._listener = listener
                 listener.start()
             with trio.move_on_after(self.connect_timeout + self.socket_timeout):
@@ -144,6 +145,7 @@ class RedisStore(Store):
             self._runs -= 1
             if self._runs == 0 and self._listener is not None:
                 self._listener.stop()
+                self._distrust_near()
 
     async def aclose(self) -> None:
         """Stop the listener (within a fraction of a second) and close the connections."""
@@ -153,28 +155,76 @@ class RedisStore(Store):
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.stop()
+            self._distrust_near()
             await trio.to_thread.run_sync(listener.join, abandon_on_cancel=True)
         await trio.to_thread.run_sync(self._client.close, abandon_on_cancel=True)
 
     # -- values ----------------------------------------------------------------------------
 
     async def get(self, key: str) -> Entry | None:
-        return await self._call(self._get_sync, self._value_key(key))
+        """The entry under ``key``, from the near cache while it can be trusted, else Redis.
+
+        A near hit costs no thread hop and no round trip; Redis answers ``GET`` and ``PTTL``
+        in one trip.
+        """
+        if self._near_trusted:
+            entry = self._near.get(key)
+            if entry is not None:
+                return entry
+        generation = self._near_generation
+        entry = await self._call(self._get_sync, self._value_key(key))
+        if entry is not None:
+            self._keep_near(key, entry, generation)
+        return entry
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         vkey = self._value_key(key)
         if ttl <= 0:
-            await self._call(self._client.unlink, vkey)
-        else:
-            px = _milliseconds(ttl)
-            await self._call(functools.partial(self._client.set, vkey, value, px=px))
+            await self.delete(key)
+            return
+        generation = self._near_generation
+        px = _milliseconds(ttl)
+        await self._call(functools.partial(self._client.set, vkey, value, px=px))
+        self._keep_near(key, Entry(value, ttl), generation)
 
     async def delete(self, key: str) -> bool:
-        return bool(await self._call(self._client.unlink, self._value_key(key)))
+        """Remove ``key`` here, in Redis, and from every process's near cache."""
+        self._forget(key, prefix=False)
+        removed = bool(await self._call(self._client.unlink, self._value_key(key)))
+        await self._announce_invalidation(key, prefix=False)
+        return removed
 
     async def delete_prefix(self, prefix: str) -> int:
+        """Remove every value key under ``prefix``, everywhere, near caches included."""
+        self._forget(prefix, prefix=True)
         pattern = _glob_escape(self._value_key(prefix)) + "*"
-        return await self._call(self._delete_matching_sync, pattern)
+        removed = await self._call(self._delete_matching_sync, pattern)
+        await self._announce_invalidation(prefix, prefix=True)
+        return removed
+
+    # -- the near cache --------------------------------------------------------------------
+
+    def _keep_near(self, key: str, entry: Entry, generation: int) -> None:
+        if self._near_trusted and generation == self._near_generation:
+            self._near.put(key, entry)
+
+    def _forget(self, key: str, *, prefix: bool) -> None:
+        """Drop ``key`` (or everything under it) from the near cache; runs in the trio thread."""
+        self._near_generation += 1
+        if prefix:
+            self._near.drop_prefix(key)
+        else:
+            self._near.drop(key)
+
+    def _distrust_near(self) -> None:
+        """Invalidations may be missed from now on: stop serving near hits until subscribed."""
+        self._near_trusted = False
+        self._near_generation += 1
+        self._near.clear()
+
+    async def _announce_invalidation(self, key: str, *, prefix: bool) -> None:
+        message = encode_invalidation(key, prefix, self._origin)
+        await self._call(self._client.publish, self._channel, message)
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -277,119 +327,6 @@ class RedisStore(Store):
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
-
-
-class _NoticeListener:
-    """The pub/sub subscription of one store: a thread that hands notices to the trio thread.
-
-    It polls a stop flag every fraction of a second (messages themselves arrive at once), and
-    when Redis goes away it reconnects with backoff, logging the outage once.  After a
-    reconnection it wakes every local watch, since notices sent meanwhile were lost.
-    """
-
-    def __init__(self, store: RedisStore, token: trio.lowlevel.TrioToken) -> None:
-        self._store = store
-        self._token = token
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._listen, name="workerless-redis-notices", daemon=True
-        )
-        self.first_attempt = trio.Event()  # set when first subscribed, or first failed to
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def join(self) -> None:
-        self._thread.join()
-
-    def _listen(self) -> None:
-        store = self._store
-        failures = 0
-        while not self._stop.is_set():
-            pubsub = store._client.pubsub()  # type: ignore[no-untyped-call]
-            try:
-                pubsub.subscribe(store._channel)
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=_LISTENER_POLL)
-                    if message is None:
-                        continue
-                    if message["type"] == "subscribe":
-                        self._to_trio(self._on_subscribed, failures > 0)
-                        if failures:
-                            logger.warning("notice listener reconnected to Redis at %s", store.url)
-                        failures = 0
-                    elif message["type"] == "message":
-                        notice, origin = decode_notice(message["data"])
-                        if notice is not None and origin != store._origin:
-                            self._to_trio(store._deliver, notice)
-            except (redis.RedisError, OSError) as exc:
-                if self._stop.is_set():
-                    break
-                failures += 1
-                if failures == 1:
-                    self._to_trio(self.first_attempt.set)
-                    logger.warning(
-                        "notice listener lost Redis at %s (%s): reconnecting",
-                        store.url,
-                        store._describe(exc),
-                    )
-            finally:
-                with contextlib.suppress(redis.RedisError, OSError):
-                    pubsub.close()
-            if failures:
-                self._stop.wait(min(_RECONNECT_BACKOFF_CAP, 0.1 * 2 ** (failures - 1)))
-
-    def _to_trio(self, fn: Callable[..., object], *args: Any) -> None:
-        try:
-            self._token.run_sync_soon(fn, *args)
-        except trio.RunFinishedError:  # the trio run ended without closing the store
-            self._stop.set()
-
-    def _on_subscribed(self, after_outage: bool) -> None:
-        self.first_attempt.set()
-        if after_outage:
-            self._store._wake_all("notice listener reconnected")
-
-
-def encode_notice(notice: Notice, origin: str) -> bytes:
-    """A notice as the compact JSON sent on the channel, with the sending store's id."""
-    body = {
-        "key": notice.key,
-        "outcome": notice.outcome,
-        "reason": notice.reason,
-        "cached": notice.cached,
-        "origin": origin,
-    }
-    return json.dumps(body, separators=(",", ":")).encode()
-
-
-def decode_notice(data: Any) -> tuple[Notice | None, str]:
-    """The notice in a channel message and its origin; (None, "") if it is not one of ours."""
-    try:
-        body = json.loads(data)
-    except (ValueError, TypeError):
-        body = None
-    if isinstance(body, dict):
-        key, outcome = body.get("key"), body.get("outcome")
-        reason, cached = body.get("reason", ""), body.get("cached", True)
-        origin = body.get("origin", "")
-        if (
-            isinstance(key, str)
-            and outcome in _OUTCOMES
-            and isinstance(reason, str)
-            and isinstance(cached, bool)
-            and isinstance(origin, str)
-        ):
-            return Notice(key, outcome, reason, cached), origin
-    logger.debug("ignoring a malformed notice: %.200r", data)
-    return None, ""
 
 
 def redact_url(url: str) -> str:

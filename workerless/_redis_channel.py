@@ -1,0 +1,185 @@
+"""The pub/sub side of RedisStore: one listener thread per store, and its message formats.
+
+Two kinds of message share the channel ``{prefix}notices``: completion notices (a key's
+computation ended) and invalidations (a key or prefix was deleted, so near caches drop it).
+Each carries the sending store's ``origin``, so a store ignores its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import redis
+import trio
+
+from ._store import Notice
+
+if TYPE_CHECKING:
+    from ._redis import RedisStore
+
+__all__ = [
+    "NoticeListener",
+    "decode_invalidation",
+    "decode_notice",
+    "encode_invalidation",
+    "encode_notice",
+]
+
+logger = logging.getLogger("workerless")
+
+_OUTCOMES = frozenset({"stored", "failed", "timed_out", "abandoned"})
+_LISTENER_POLL = 0.1  # how often the listener thread looks at its stop flag
+_RECONNECT_BACKOFF_CAP = 1.0
+
+
+class NoticeListener:
+    """The pub/sub subscription of one store: a thread that hands notices to the trio thread.
+
+    It polls a stop flag every fraction of a second (messages themselves arrive at once), and
+    when Redis goes away it reconnects with backoff, logging the outage once.  After a
+    reconnection it wakes every local watch, since notices sent meanwhile were lost.
+    """
+
+    def __init__(self, store: RedisStore, token: trio.lowlevel.TrioToken) -> None:
+        self._store = store
+        self._token = token
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._listen, name="workerless-redis-notices", daemon=True
+        )
+        self.first_attempt = trio.Event()  # set when first subscribed, or first failed to
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def _listen(self) -> None:
+        store = self._store
+        failures = 0
+        while not self._stop.is_set():
+            pubsub = store._client.pubsub()  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe(store._channel)
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=_LISTENER_POLL)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        self._to_trio(self._on_subscribed, failures > 0)
+                        if failures:
+                            logger.warning("notice listener reconnected to Redis at %s", store.url)
+                        failures = 0
+                    elif message["type"] == "message":
+                        self._dispatch(message["data"])
+            except (redis.RedisError, OSError) as exc:
+                if self._stop.is_set():
+                    break
+                failures += 1
+                self._to_trio(store._distrust_near)
+                if failures == 1:
+                    self._to_trio(self.first_attempt.set)
+                    logger.warning(
+                        "notice listener lost Redis at %s (%s): reconnecting",
+                        store.url,
+                        store._describe(exc),
+                    )
+            finally:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    pubsub.close()
+            if failures:
+                self._stop.wait(min(_RECONNECT_BACKOFF_CAP, 0.1 * 2 ** (failures - 1)))
+
+    def _to_trio(self, fn: Callable[..., object], *args: Any) -> None:
+        try:
+            self._token.run_sync_soon(fn, *args)
+        except trio.RunFinishedError:  # the trio run ended without closing the store
+            self._stop.set()
+
+    def _dispatch(self, data: Any) -> None:
+        store = self._store
+        invalidation = decode_invalidation(data)
+        if invalidation is not None:
+            key, prefix, origin = invalidation
+            if origin != store._origin:
+                self._to_trio(functools.partial(store._forget, key, prefix=prefix))
+            return
+        notice, origin = decode_notice(data)
+        if notice is not None and origin != store._origin:
+            self._to_trio(store._deliver, notice)
+
+    def _on_subscribed(self, after_outage: bool) -> None:
+        self.first_attempt.set()
+        store = self._store
+        store._distrust_near()  # whatever was announced before we listened is unknown
+        store._near_trusted = not self.stopping
+        if after_outage:
+            store._wake_all("notice listener reconnected")
+
+
+def encode_notice(notice: Notice, origin: str) -> bytes:
+    """A notice as the compact JSON sent on the channel, with the sending store's id."""
+    body = {
+        "key": notice.key,
+        "outcome": notice.outcome,
+        "reason": notice.reason,
+        "cached": notice.cached,
+        "origin": origin,
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def encode_invalidation(key: str, prefix: bool, origin: str) -> bytes:
+    """An invalidation of ``key`` (or of every key under it, if ``prefix``) as channel JSON."""
+    body = {"invalidate": key, "prefix": prefix, "origin": origin}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_invalidation(data: Any) -> tuple[str, bool, str] | None:
+    """(key or prefix, is a prefix, origin) if the message announces an invalidation."""
+    try:
+        body = json.loads(data)
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(body, dict) or "invalidate" not in body:
+        return None
+    key, prefix, origin = body.get("invalidate"), body.get("prefix"), body.get("origin", "")
+    if isinstance(key, str) and isinstance(prefix, bool) and isinstance(origin, str):
+        return key, prefix, origin
+    return None
+
+
+def decode_notice(data: Any) -> tuple[Notice | None, str]:
+    """The notice in a channel message and its origin; (None, "") if it is not one of ours."""
+    try:
+        body = json.loads(data)
+    except (ValueError, TypeError):
+        body = None
+    if isinstance(body, dict):
+        key, outcome = body.get("key"), body.get("outcome")
+        reason, cached = body.get("reason", ""), body.get("cached", True)
+        origin = body.get("origin", "")
+        if (
+            isinstance(key, str)
+            and outcome in _OUTCOMES
+            and isinstance(reason, str)
+            and isinstance(cached, bool)
+            and isinstance(origin, str)
+        ):
+            return Notice(key, outcome, reason, cached), origin
+    logger.debug("ignoring a malformed notice: %.200r", data)
+    return None, ""
