@@ -36,6 +36,19 @@ async def served(store_url: str) -> AsyncIterator[Served]:
         yield Served(url, client, workerless, probe)
 
 
+async def concurrent_gets(client: httpx.AsyncClient, path: str, n: int) -> list[httpx.Response]:
+    """``n`` GETs of ``path`` sent at once; their responses in arrival order."""
+    responses: list[httpx.Response] = []
+
+    async def one() -> None:
+        responses.append(await client.get(path))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(n):
+            nursery.start_soon(one)
+    return responses
+
+
 async def test_miss_then_hit(served: Served) -> None:
     """A miss computes and stores; the next request is a hit with the same body, no recompute."""
     with trio.fail_after(10):
@@ -100,15 +113,8 @@ async def test_deadline_gives_202_then_200_when_done(served: Served) -> None:
 
 async def test_concurrent_cold_key_computes_once(served: Served) -> None:
     """200 concurrent requests for one cold key: 200 identical 200s and one computation."""
-    responses: list[httpx.Response] = []
-
-    async def one() -> None:
-        responses.append(await served.client.get("/quick/stampede?t=0.5"))
-
     with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            for _ in range(200):
-                nursery.start_soon(one)
+        responses = await concurrent_gets(served.client, "/quick/stampede?t=0.5", 200)
     assert len(responses) == 200
     assert {r.status_code for r in responses} == {200}
     assert {r.text for r in responses} == {"quick stampede #1"}
@@ -119,15 +125,8 @@ async def test_concurrent_cold_key_computes_once(served: Served) -> None:
 
 async def test_error_reaches_every_waiter_and_is_not_cached(served: Served) -> None:
     """A raising computation: every waiter gets 502 with a short body; the next request retries."""
-    responses: list[httpx.Response] = []
-
-    async def one() -> None:
-        responses.append(await served.client.get("/boom?t=0.3"))
-
     with trio.fail_after(15):
-        async with trio.open_nursery() as nursery:
-            for _ in range(10):
-                nursery.start_soon(one)
+        responses = await concurrent_gets(served.client, "/boom?t=0.3", 10)
         assert {r.status_code for r in responses} == {502}
         assert all(len(r.content) < 100 for r in responses)
         assert all("detail=error" in r.headers["cache-status"] for r in responses)
