@@ -197,7 +197,6 @@ class Workerless:
                 nursery.start_soon(self._watch_hypercorn_shutdown)
                 task_status.started()
                 await self._stop.wait()
-                self._running = False
                 nursery.cancel_scope.cancel()
         finally:
             self._running = False
@@ -267,16 +266,7 @@ class FragmentRoute:
                 "workerless; detail=not-running",
             )
         settings = workerless.settings
-        scope = request.scope
-        raw = (
-            self.key(request)
-            if self.key
-            else canonical_url(
-                scope.get("raw_path") or request.path.encode("utf-8", "surrogatepass"),
-                scope.get("query_string", b""),
-            )
-        )
-        key = bound_key(raw)
+        key = bound_key(self.key(request) if self.key else _request_url())
         try:
             fetched = await workerless.cacher.fetch_result(
                 key,
@@ -323,6 +313,15 @@ async def _render(view: View, view_args: dict[str, Any]) -> CachedResponse:
     return await run()  # type: ignore[no-any-return]
 
 
+def _request_url() -> str:
+    """The current request's path and query, canonical (the default key; always ASCII)."""
+    scope = request.scope
+    return canonical_url(
+        scope.get("raw_path") or request.path.encode("utf-8", "surrogatepass"),
+        scope.get("query_string", b""),
+    )
+
+
 def _respond(fetched: Fetched[CachedResponse]) -> Response:
     cached = fetched.value
     response = current_app.response_class(
@@ -348,11 +347,7 @@ def _respond(fetched: Fetched[CachedResponse]) -> Response:
 def _pending(exc: StillComputing, settings: Settings) -> Response:
     response = current_app.response_class(b"", status=202)
     response.headers.clear()
-    scope = request.scope
-    response.headers["Location"] = canonical_url(
-        scope.get("raw_path") or request.path.encode("utf-8", "surrogatepass"),
-        scope.get("query_string", b""),
-    )
+    response.headers["Location"] = _request_url()
     response.headers["Retry-After"] = str(settings.retry_after)
     response.headers["Cache-Control"] = "no-store"
     detail = "shutting-down" if exc.shutting_down else "pending"
