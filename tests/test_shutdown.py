@@ -32,11 +32,13 @@ async def test_sigterm_answers_held_request_202_and_lets_computation_finish(
                 responses: list[httpx.Response] = []
 
                 async def held() -> None:
-                    responses.append(await client.get("/sleep/term?t=2.5"))
+                    responses.append(await client.get("/sleep/term?t=2.0"))
 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(held)
-                    await trio.sleep(0.5)
+                    # The master listens before its worker is ready: wait for the computation.
+                    while not (markers / "term.started").exists():  # noqa: ASYNC110 - a file
+                        await trio.sleep(0.05)
                     server.terminate()
                 (response,) = responses
                 assert response.status_code == 202

@@ -55,6 +55,8 @@ def make_app(
     @workerless.fragment("/sleep/<name>")
     async def sleep(name: str) -> str:
         probe.computations[f"sleep/{name}"] += 1
+        if marker_dir:
+            await trio.Path(marker_dir, f"{name}.started").write_text("started")
         await trio.sleep(float(request.args.get("t", "1")))
         probe.finished.append(name)
         if marker_dir:
