@@ -15,6 +15,7 @@ from workerless import (
     ComputationFailed,
     Entry,
     Failed,
+    Fetched,
     Hit,
     MemoryStore,
     Miss,
@@ -232,10 +233,10 @@ class FlakyStore(MemoryStore):
             raise StoreUnavailable("switched off")
         return await super().get(key)
 
-    async def set(self, key: str, value: bytes, ttl: float) -> None:
+    async def set(self, key: str, value: bytes, ttl: float, *, epoch: int | None = None) -> bool:
         if self.down:
             raise StoreUnavailable("switched off")
-        await super().set(key, value, ttl)
+        return await super().set(key, value, ttl, epoch=epoch)
 
 
 async def test_store_down_serves_computed_values_and_recovers(
@@ -313,3 +314,28 @@ async def test_leases_of_running_computations_are_renewed_together(
     assert upstream.calls == 10
     assert max(store.renewal_batches) == 10
     assert len(store.renewal_batches) < 20
+
+
+async def test_invalidation_during_a_computation_keeps_its_result_out_of_the_store() -> None:
+    """A value computed across an invalidation reaches its waiters but is not stored."""
+    store = MemoryStore()
+    upstream = Upstream()
+    upstream.hold = True
+    with trio.fail_after(5):
+        async with Cacher(store) as cacher:
+            results: list[Fetched[str]] = []
+
+            async def waiter() -> None:
+                results.append(await cacher.fetch_result("k", upstream))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(waiter)
+                await trio.testing.wait_all_tasks_blocked()
+                await cacher.invalidate("k")  # the data changed while the old value computed
+                upstream.release.set()
+            (result,) = results
+            assert (result.value, result.stored) == ("value #1", False)
+            assert await store.get("k") is None
+            upstream.hold = False
+            assert await cacher.fetch("k", upstream) == "value #2"
+            assert await store.get("k") is not None

@@ -315,3 +315,19 @@ async def test_invalidate(served: Served) -> None:
     assert removed.json() == {"removed": True}
     assert again.text == "quick inv #2"
     assert again.headers["cache-status"] == "workerless; fwd=miss; stored"
+
+
+async def test_invalidation_during_computation_is_not_undone_by_its_result(served: Served) -> None:
+    """A computation running across an invalidation does not store its older result."""
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(served.client.get, "/gated/inv")
+            while not served.probe.computations["gated/inv"]:  # noqa: ASYNC110 - a counter
+                await trio.sleep(0.01)
+            await served.client.post("/admin/invalidate", params={"url": "/gated/inv"})
+            served.probe.gate("inv").set()
+        await served.workerless.cacher.wait_idle()
+        again = await served.client.get("/gated/inv")
+    assert again.status_code == 200
+    assert again.headers["cache-status"] == "workerless; fwd=miss; stored"
+    assert served.probe.computations["gated/inv"] == 2

@@ -151,6 +151,21 @@ async def until_gone(store: RedisStore, key: str) -> None:
         await trio.sleep(0.005)
 
 
+async def test_set_with_an_epoch_refuses_after_any_invalidation(redis_url: str) -> None:
+    """set(epoch=e) stores only if no delete or delete_prefix (in any process) came after e."""
+    with trio.fail_after(5):
+        async with running(RedisStore(redis_url)) as one, running(RedisStore(redis_url)) as two:
+            epoch = await one.epoch()
+            assert await one.set("/a", b"v", 30, epoch=epoch)
+            await two.delete("/elsewhere")
+            assert await one.epoch() == epoch + 1
+            assert not await one.set("/b", b"v", 30, epoch=epoch)
+            assert await two.get("/b") is None
+            await two.delete_prefix("/x")
+            assert not await one.set("/b", b"v", 30, epoch=epoch + 1)
+            assert await one.set("/b", b"v", 30, epoch=await one.epoch())
+
+
 # -- the near cache -----------------------------------------------------------------------
 
 

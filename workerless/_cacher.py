@@ -445,6 +445,7 @@ class Cacher(Generic[T]):
         started = trio.current_time()
         notice: Notice
         try:
+            epoch = await self._epoch()
             try:
                 with trio.move_on_after(hard_limit) as limit:
                     value = await compute()
@@ -460,7 +461,7 @@ class Cacher(Generic[T]):
                 flight.value = value
                 flight.computed_here = True
                 if cached and self._store_available:
-                    flight.stored = await self._put(key, value, ttl)
+                    flight.stored = await self._put(key, value, ttl, epoch)
                 notice = Notice(key, "stored", cached=flight.stored)
                 if flight.stored:
                     self._emit("stored", Stored(key, ttl, trio.current_time() - started))
@@ -484,18 +485,32 @@ class Cacher(Generic[T]):
             await self._announce(notice, token)
         self._resolve(flight)
 
-    async def _put(self, key: str, value: T, ttl: float) -> bool:
+    async def _epoch(self) -> int | None:
+        """The store's invalidation epoch before a computation; None if it cannot be read."""
+        if not self._store_available:
+            return None
+        try:
+            return await self.store.epoch()
+        except StoreUnavailable as exc:
+            self._store_down(exc)
+            return None
+
+    async def _put(self, key: str, value: T, ttl: float, epoch: int | None) -> bool:
+        if epoch is None:
+            return False  # the store was away when the computation began: don't guess
         try:
             data = self.codec.encode(value)
         except Exception:
             logger.exception("cannot encode the value of %r; not stored", key)
             return False
         try:
-            await self.store.set(key, data, ttl)
+            stored = await self.store.set(key, data, ttl, epoch=epoch)
         except StoreUnavailable as exc:
             self._store_down(exc)
             return False
-        return True
+        if not stored:
+            logger.info("%r not stored: invalidated while computing, or refused by the store", key)
+        return stored
 
     async def _announce(self, notice: Notice, token: str | None) -> None:
         if not self._store_available:

@@ -28,6 +28,7 @@ class MemoryStore(Store):
         self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self._bytes = 0
         self._leases: dict[str, tuple[str, float]] = {}
+        self._epoch = 0
 
     def __repr__(self) -> str:
         return f"MemoryStore(max_entries={self.max_entries}, max_bytes={self.max_bytes})"
@@ -54,20 +55,28 @@ class MemoryStore(Store):
         self._entries.move_to_end(key)
         return Entry(value, remaining)
 
-    async def set(self, key: str, value: bytes, ttl: float) -> None:
+    async def set(self, key: str, value: bytes, ttl: float, *, epoch: int | None = None) -> bool:
+        if epoch is not None and epoch != self._epoch:
+            return False
         self._remove(key)
         size = len(key) + len(value)
         if ttl <= 0 or size > self.max_bytes:
-            return
+            return False
         self._entries[key] = (value, trio.current_time() + ttl)
         self._bytes += size
         while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
             self._remove(next(iter(self._entries)))
+        return True
+
+    async def epoch(self) -> int:
+        return self._epoch
 
     async def delete(self, key: str) -> bool:
+        self._epoch += 1
         return self._remove(key)
 
     async def delete_prefix(self, prefix: str) -> int:
+        self._epoch += 1
         doomed = [k for k in self._entries if k.startswith(prefix)]
         for k in doomed:
             self._remove(k)

@@ -46,6 +46,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# Store only if no invalidation happened since the computation read the epoch.
+_SET_IF_EPOCH = """
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[3] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -99,6 +105,8 @@ class RedisStore(Store):
         self._acquire = self._client.register_script(_ACQUIRE)
         self._renew = self._client.register_script(_RENEW)
         self._release = self._client.register_script(_RELEASE)
+        self._set_if_epoch = self._client.register_script(_SET_IF_EPOCH)
+        self._epoch_key = f"{prefix}epoch"
         self._opened = 0
         self._runs = 0
         self._listener: NoticeListener | None = None
@@ -177,26 +185,34 @@ class RedisStore(Store):
             self._keep_near(key, entry, generation)
         return entry
 
-    async def set(self, key: str, value: bytes, ttl: float) -> None:
+    async def set(self, key: str, value: bytes, ttl: float, *, epoch: int | None = None) -> bool:
         vkey = self._value_key(key)
         if ttl <= 0:
-            await self.delete(key)
-            return
+            await self._call(self._client.unlink, vkey)
+            return False
         generation = self._near_generation
         px = _milliseconds(ttl)
-        await self._call(functools.partial(self._client.set, vkey, value, px=px))
+        if epoch is None:
+            await self._call(functools.partial(self._client.set, vkey, value, px=px))
+        elif not await self._call(self._set_if_epoch, [vkey, self._epoch_key], [value, px, epoch]):
+            return False
         self._keep_near(key, Entry(value, ttl), generation)
+        return True
+
+    async def epoch(self) -> int:
+        return int(await self._call(self._client.get, self._epoch_key) or 0)
 
     async def delete(self, key: str) -> bool:
         """Remove ``key`` here, in Redis, and from every process's near cache."""
         self._forget(key, prefix=False)
-        removed = bool(await self._call(self._client.unlink, self._value_key(key)))
+        removed = bool(await self._call(self._delete_sync, self._value_key(key)))
         await self._announce_invalidation(key, prefix=False)
         return removed
 
     async def delete_prefix(self, prefix: str) -> int:
         """Remove every value key under ``prefix``, everywhere, near caches included."""
         self._forget(prefix, prefix=True)
+        await self._call(self._client.incr, self._epoch_key)  # before: a racing SET then fails
         pattern = _glob_escape(self._value_key(prefix)) + "*"
         removed = await self._call(self._delete_matching_sync, pattern)
         await self._announce_invalidation(prefix, prefix=True)
@@ -295,6 +311,13 @@ class RedisStore(Store):
             return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
         except (redis.RedisError, OSError) as exc:
             raise self._unavailable("lost Redis at", exc) from exc
+
+    def _delete_sync(self, vkey: str) -> int:
+        with self._client.pipeline(transaction=True) as pipe:
+            pipe.incr(self._epoch_key)
+            pipe.unlink(vkey)
+            _, removed = pipe.execute()
+        return int(removed)
 
     def _get_sync(self, vkey: str) -> Entry | None:
         with self._client.pipeline(transaction=True) as pipe:

@@ -99,16 +99,25 @@ class Store(abc.ABC):
         """Return the live entry under ``key``, or None."""
 
     @abc.abstractmethod
-    async def set(self, key: str, value: bytes, ttl: float) -> None:
-        """Store ``value`` under ``key`` for ``ttl`` seconds, replacing what was there."""
+    async def set(self, key: str, value: bytes, ttl: float, *, epoch: int | None = None) -> bool:
+        """Store ``value`` under ``key`` for ``ttl`` seconds, replacing what was there.
+
+        With ``epoch`` (read from `epoch` before computing the value), store only if nothing
+        was deleted since: a value computed from data older than an invalidation must not
+        outlive it.  Return whether the value was stored.
+        """
+
+    @abc.abstractmethod
+    async def epoch(self) -> int:
+        """A counter that every `delete` and `delete_prefix` increases, in every process."""
 
     @abc.abstractmethod
     async def delete(self, key: str) -> bool:
-        """Remove ``key``; return whether it was there."""
+        """Remove ``key`` and increase the epoch; return whether the key was there."""
 
     @abc.abstractmethod
     async def delete_prefix(self, prefix: str) -> int:
-        """Remove every key starting with ``prefix``; return how many were removed."""
+        """Remove every key starting with ``prefix`` and increase the epoch; return how many."""
 
     @abc.abstractmethod
     async def acquire_lease(self, key: str, token: str, ttl: float) -> bool:
