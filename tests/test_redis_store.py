@@ -131,7 +131,11 @@ async def test_delete_prefix_touches_only_this_stores_values(redis_url: str) -> 
             assert await store.delete_prefix("") == 1200
             assert await neighbour.get("/k1") is not None
             assert not await store.acquire_lease("/k1", "other", 30)
-            assert sorted(client.keys("*")) == [b"app1X:v:/k1", b"app[1]*:lease:/k1"]
+            assert sorted(client.keys("*")) == [
+                b"app1X:v:/k1",
+                b"app[1]*:epoch",
+                b"app[1]*:lease:/k1",
+            ]
 
 
 async def test_two_stores_on_one_redis_share_values(redis_url: str) -> None:

@@ -58,9 +58,12 @@ class MemoryStore(Store):
     async def set(self, key: str, value: bytes, ttl: float, *, epoch: int | None = None) -> bool:
         if epoch is not None and epoch != self._epoch:
             return False
+        if ttl <= 0:
+            await self.delete(key)
+            return False
         self._remove(key)
         size = len(key) + len(value)
-        if ttl <= 0 or size > self.max_bytes:
+        if size > self.max_bytes:
             return False
         self._entries[key] = (value, trio.current_time() + ttl)
         self._bytes += size

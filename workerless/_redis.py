@@ -187,8 +187,8 @@ class RedisStore(Store):
 
     async def set(self, key: str, value: bytes, ttl: float, *, epoch: int | None = None) -> bool:
         vkey = self._value_key(key)
-        if ttl <= 0:
-            await self._call(self._client.unlink, vkey)
+        if ttl <= 0:  # as MemoryStore: nothing stays stored
+            await self.delete(key)
             return False
         generation = self._near_generation
         px = _milliseconds(ttl)
