@@ -339,3 +339,28 @@ async def test_invalidation_during_a_computation_keeps_its_result_out_of_the_sto
             upstream.hold = False
             assert await cacher.fetch("k", upstream) == "value #2"
             assert await store.get("k") is not None
+
+
+async def test_wait_idle_returns_when_the_last_of_several_computations_ends() -> None:
+    """wait_idle() started during one computation returns after it and a later one both end."""
+    first, second = Upstream(), Upstream()
+    first.hold = second.hold = True
+    idle = trio.Event()
+    with trio.fail_after(5):
+        async with Cacher() as cacher, trio.open_nursery() as nursery:
+            nursery.start_soon(cacher.fetch, "a", first)
+            await trio.testing.wait_all_tasks_blocked()
+
+            async def watcher() -> None:
+                await cacher.wait_idle()
+                idle.set()
+
+            nursery.start_soon(watcher)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(cacher.fetch, "b", second)
+            await trio.testing.wait_all_tasks_blocked()
+            first.release.set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert not idle.is_set()
+            second.release.set()
+            await idle.wait()

@@ -294,7 +294,8 @@ class Cacher(Generic[T]):
         collapsed = flight is not None
         if flight is None:
             flight = self._flights[key] = _Flight(key)
-            self._idle = trio.Event()
+            if self._idle.is_set():  # keep an unset one: wait_idle() callers hold it
+                self._idle = trio.Event()
             limits = (
                 self.ttl if ttl is None else ttl,
                 self.hard_limit if hard_limit is None else hard_limit,
