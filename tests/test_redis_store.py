@@ -574,7 +574,6 @@ def test_store_url_builds_a_redis_store_with_its_prefix(redis_url: str) -> None:
     """WORKERLESS_STORE=redis://... makes a RedisStore using the configured key prefix."""
     store = store_from_url(redis_url, prefix="shop:")
     assert isinstance(store, RedisStore)
-    assert store.shared
     assert store.prefix == "shop:"
     assert repr(store) == f"RedisStore({redis_url!r}, prefix='shop:')"
 

@@ -26,6 +26,7 @@ logger = logging.getLogger("workerless")
 T = TypeVar("T")
 Listener = Callable[[Any], Awaitable[None] | None]
 _EVENT_NAMES: tuple[EventName, ...] = ("hit", "miss", "stored", "failed")
+_UNDECODED: Any = object()  # no usable stored value (a stored value may be None itself)
 STORE_RETRY_INTERVAL = 1.0  # seconds between attempts to reach a store that went down
 
 
@@ -281,15 +282,11 @@ class Cacher(Generic[T]):
         flight = self._flights.get(key)
         if flight is None:
             entry = await self._get(key)
-            if entry is not None:
-                try:
-                    value = self.codec.decode(entry.value)
-                except Exception:
-                    logger.warning("cannot decode the stored value of %r; computing it again", key)
-                else:
-                    self._hits += 1
-                    self._emit("hit", Hit(key, entry.ttl))
-                    return Fetched(value, "hit", stored=True, ttl=entry.ttl)
+            decoded = self._decode(key, entry)
+            if entry is not None and decoded is not _UNDECODED:
+                self._hits += 1
+                self._emit("hit", Hit(key, entry.ttl))
+                return Fetched(decoded, "hit", stored=True, ttl=entry.ttl)
             flight = self._flights.get(key)  # one may have started while we read the store
         collapsed = flight is not None
         if flight is None:
@@ -341,6 +338,17 @@ class Cacher(Generic[T]):
             return None
         self._store_up()
         return entry
+
+    def _decode(self, key: str, entry: Entry | None) -> Any:
+        """The value of a stored entry, or _UNDECODED if there is none or it is garbage."""
+        if entry is None:
+            return _UNDECODED
+        try:
+            return self.codec.decode(entry.value)
+        except Exception:
+            # Another app's or an older version's bytes: compute again and overwrite them.
+            logger.warning("cannot decode the stored value of %r; computing it again", key)
+            return _UNDECODED
 
     def _store_down(self, exc: StoreUnavailable) -> None:
         self._store_retry_at = trio.current_time() + STORE_RETRY_INTERVAL
@@ -403,15 +411,11 @@ class Cacher(Generic[T]):
         while self._store_available:
             with self.store.watch(key) as watch:
                 # Re-check after registering: a completion between our miss and now is seen.
-                entry = await self._get(key)
-                if entry is not None:
-                    try:
-                        flight.value = self.codec.decode(entry.value)
-                    except Exception:
-                        logger.warning("cannot decode the stored value of %r", key)
-                    else:
-                        flight.stored = True
-                        return
+                decoded = self._decode(key, await self._get(key))
+                if decoded is not _UNDECODED:
+                    flight.value = decoded
+                    flight.stored = True
+                    return
                 if not self._store_available:
                     break
                 try:

@@ -203,13 +203,10 @@ class Workerless:
             self._stopped.set()
 
     async def _shutdown(self) -> None:
-        # Hypercorn cancels the app's background tasks as soon as this hook returns, so the
-        # grace period for running computations has to be spent here.
-        self.cacher.drain()
-        with trio.move_on_after(self.settings.grace):
-            await self.cacher.wait_idle()
+        # Hypercorn cancels the app's background tasks as soon as this hook returns, so hold it
+        # while the cacher closes: it drains, gives computations their grace, then cancels.
         self._stop.set()
-        with trio.move_on_after(5):
+        with trio.move_on_after(self.settings.grace + 5):
             await self._stopped.wait()
 
     async def _watch_hypercorn_shutdown(self) -> None:

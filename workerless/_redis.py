@@ -118,10 +118,6 @@ class RedisStore(Store):
     def __repr__(self) -> str:
         return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
 
-    @property
-    def shared(self) -> bool:
-        return True
-
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:

@@ -79,11 +79,6 @@ class Store(abc.ABC):
     def __init__(self) -> None:
         self._watches: dict[str, set[Watch]] = {}
 
-    @property
-    def shared(self) -> bool:
-        """True when other processes see the same values (so leases span processes)."""
-        return False
-
     async def open(self) -> None:
         """Connect; raise StoreUnavailable naming the backend when it cannot be reached."""
 
