@@ -1,20 +1,23 @@
 """workerless: slow parts of web pages, computed in-process while the connection is held."""
 
-from ._cacher import Cacher, Codec, Fetched, JSONCodec
+from ._cacher import Cacher, Fetched
+from ._codecs import Codec, JSONCodec
 from ._config import Settings, store_from_url
 from ._errors import (
     ComputationFailed,
     ConfigurationError,
+    Overloaded,
     StillComputing,
+    StoreError,
     StoreUnavailable,
     WorkerlessError,
 )
-from ._events import CacherStatistics, Event, Failed, Hit, Miss, Stored
+from ._events import CacherStatistics, Event, Failed, Hit, Miss, Rejected, Stored
 from ._fragment import FragmentRoute, Workerless
 from ._memory import MemoryStore
 from ._redis import RedisStore
 from ._response import CachedResponse
-from ._store import Entry, Notice, Store, Watch
+from ._store import Entry, Lease, Notice, Store, Watch
 
 __version__ = "0.1.0"
 
@@ -32,13 +35,17 @@ __all__ = [
     "FragmentRoute",
     "Hit",
     "JSONCodec",
+    "Lease",
     "MemoryStore",
     "Miss",
     "Notice",
+    "Overloaded",
     "RedisStore",
+    "Rejected",
     "Settings",
     "StillComputing",
     "Store",
+    "StoreError",
     "StoreUnavailable",
     "Stored",
     "Watch",

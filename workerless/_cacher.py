@@ -2,50 +2,41 @@
 
 from __future__ import annotations
 
-import inspect
-import json
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import trio
 
-from ._errors import ComputationFailed, StillComputing, StoreUnavailable
-from ._events import CacherStatistics, Event, EventName, Failed, Hit, Miss, Stored
+from ._claim import Claimed, Failure, Found, LeaseKeeper, claim
+from ._codecs import Codec, JSONCodec
+from ._errors import ComputationFailed, Overloaded, StillComputing
+from ._events import (
+    CacherStatistics,
+    Event,
+    EventName,
+    Failed,
+    Hit,
+    Listeners,
+    Miss,
+    Rejected,
+    Stored,
+)
+from ._guard import GuardedStore
 from ._memory import MemoryStore
-from ._store import Entry, Notice, Store
+from ._store import Notice, Store, Watch
 
-__all__ = ["Cacher", "Codec", "Fetched", "JSONCodec", "Listener"]
+__all__ = ["Cacher", "Fetched"]
 
 logger = logging.getLogger("workerless")
 
 T = TypeVar("T")
-Listener = Callable[[Any], Awaitable[None] | None]
-_EVENT_NAMES: tuple[EventName, ...] = ("hit", "miss", "stored", "failed")
-_UNDECODED: Any = object()  # no usable stored value (a stored value may be None itself)
-STORE_RETRY_INTERVAL = 1.0  # seconds between attempts to reach a store that went down
-
-
-class Codec(Protocol[T]):
-    """Turns values into the bytes a store keeps, and back."""
-
-    def encode(self, value: T) -> bytes: ...
-
-    def decode(self, data: bytes) -> T: ...
-
-
-class JSONCodec:
-    """The default codec: any JSON-serialisable value (never pickle: a shared store is input)."""
-
-    def encode(self, value: Any) -> bytes:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-    def decode(self, data: bytes) -> Any:
-        return json.loads(data)
+E = TypeVar("E", bound=Event)
+_MISSING: Any = object()  # no usable stored value (a stored value may be None itself)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,28 +56,42 @@ class Fetched(Generic[T]):
     store_available: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class _Success(Generic[T]):
+    """A computation's value: ``stored`` in the store; ``shared`` with callers who joined."""
+
+    value: T
+    stored: bool
+    shared: bool
+    computed_here: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Rules(Generic[T]):
+    """What one computation was asked for: its limits, and which values may be kept or shared."""
+
+    ttl: float
+    hard_limit: float
+    cacheable: Callable[[T], bool] | None
+    shareable: Callable[[T], bool] | None
+
+
 class _Flight:
-    """One running computation of one key in this process, and what its waiters will get."""
+    """One running computation of one key in this process, and what its waiters will get.
 
-    __slots__ = (
-        "computed_here",
-        "done",
-        "failure",
-        "key",
-        "store_available",
-        "stored",
-        "value",
-        "wake",
-    )
+    ``outcome`` is written once, by the computation's task, just before ``done`` is set;
+    ``wake`` is set when done, or when the cacher starts draining (then ``done`` may be
+    false).  ``registered`` flights are the ones later callers of the key join.
+    """
 
-    def __init__(self, key: str) -> None:
+    __slots__ = ("done", "key", "outcome", "registered", "store_available", "wake")
+
+    def __init__(self, key: str, *, registered: bool) -> None:
         self.key = key
-        self.wake = trio.Event()  # set when done, or when the cacher starts draining
+        self.registered = registered
+        self.wake = trio.Event()
         self.done = False
-        self.value: Any = None
-        self.failure: tuple[str, bool] | None = None  # (reason, timed_out)
-        self.stored = False
-        self.computed_here = False
+        self.outcome: _Success[Any] | Failure | None = None
         self.store_available = True
 
 
@@ -99,6 +104,7 @@ class Cacher(Generic[T]):
     ttl and handed to every waiter.  If the computation raises or passes ``hard_limit``,
     every waiter gets `ComputationFailed`, nothing is stored, and the next call computes again.
     A waiter whose ``deadline`` passes gets `StillComputing` while the computation goes on.
+    A miss while ``max_computations`` computations run in this process gets `Overloaded`.
 
     Use it as ``async with Cacher(store) as cacher:``; the store is opened and closed with it.
     """
@@ -111,27 +117,45 @@ class Cacher(Generic[T]):
         hard_limit: float = 120.0,
         lease: float = 15.0,
         grace: float = 3.0,
+        max_computations: int = 1000,
         codec: Codec[T] | None = None,
     ) -> None:
-        if ttl <= 0 or hard_limit <= 0 or lease <= 0 or grace < 0:
-            raise ValueError("ttl, hard_limit and lease must be positive, grace not negative")
-        self.store: Store = store if store is not None else MemoryStore()
+        if ttl <= 0 or hard_limit <= 0 or lease <= 0 or grace < 0 or max_computations < 1:
+            raise ValueError(
+                "ttl, hard_limit, lease and max_computations must be positive, grace not negative"
+            )
+        self._guard = GuardedStore(
+            store if store is not None else MemoryStore(), self._wake_waiting
+        )
         self.ttl = ttl
         self.hard_limit = hard_limit
         self.lease = lease
         self.grace = grace
+        self.max_computations = max_computations
         self.codec: Codec[T] = codec if codec is not None else JSONCodec()
-        self._listeners: dict[str, list[Listener]] = {name: [] for name in _EVENT_NAMES}
-        self._flights: dict[str, _Flight] = {}
-        self._leases: dict[str, str] = {}  # key -> token, for computations running here
+        self._listeners = Listeners()
+        self._flights: dict[str, _Flight] = {}  # registered flights, by key
+        self._running: set[_Flight] = set()  # every running flight, registered or not
+        self._waiting: set[Watch] = set()  # watches blocked on another process's computation
+        self._keeper = LeaseKeeper(self._guard)
         self._nursery: trio.Nursery | None = None
         self._stack: AsyncExitStack | None = None
         self._idle = trio.Event()
         self._idle.set()
         self._draining = False
-        self._store_available = True
-        self._store_retry_at = 0.0  # while the store is down, skip it until this trio time
-        self._hits = self._misses = self._collapsed = self._computations = self._failures = 0
+        self._hits = self._misses = self._collapsed = 0
+        self._computations = self._failures = self._rejected = 0
+
+    @property
+    def store(self) -> Store:
+        """The store values live in; may be replaced only while the cacher is not running."""
+        return self._guard.store
+
+    @store.setter
+    def store(self, store: Store) -> None:
+        if self._nursery is not None:
+            raise RuntimeError("cannot replace the store of a running Cacher")
+        self._guard.store = store
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -139,7 +163,7 @@ class Cacher(Generic[T]):
         if self._nursery is not None:
             raise RuntimeError("this Cacher is already running")
         stack = AsyncExitStack()
-        await stack.enter_async_context(self._running())
+        await stack.enter_async_context(self._serving())
         self._stack = stack
         return self
 
@@ -154,30 +178,31 @@ class Cacher(Generic[T]):
         return await stack.__aexit__(exc_type, exc, tb)
 
     @asynccontextmanager
-    async def _running(self) -> AsyncIterator[None]:
-        await self.store.open()
+    async def _serving(self) -> AsyncIterator[None]:
+        store = self.store
+        await store.open()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self._draining = False
-                await nursery.start(self.store.run)
-                nursery.start_soon(self._renew_leases)
+                await nursery.start(store.run)
+                nursery.start_soon(self._keeper.run, lambda: self.lease / 3, lambda: self.lease)
                 try:
                     yield
                 finally:
                     self.drain()
                     with trio.move_on_after(self.grace):
                         await self.wait_idle()
-                    if self._flights:
+                    if self._running:
                         logger.warning(
                             "cancelling %d computation(s) still running at shutdown",
-                            len(self._flights),
+                            len(self._running),
                         )
                     nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
             with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await self.store.aclose()
+                await store.aclose()
 
     def drain(self) -> None:
         """Stop holding callers: every waiter, now and later, gets `StillComputing` at once.
@@ -186,7 +211,7 @@ class Cacher(Generic[T]):
         fill the store; hits are still served.
         """
         self._draining = True
-        for flight in self._flights.values():
+        for flight in self._running:
             flight.wake.set()
 
     @property
@@ -199,34 +224,32 @@ class Cacher(Generic[T]):
 
     # -- events ----------------------------------------------------------------------------
 
-    def on(self, event: EventName, callback: Listener) -> Callable[[], None]:
-        """Call ``callback(event)`` on every ``"hit"``, ``"miss"``, ``"stored"`` or ``"failed"``.
+    @overload
+    def on(
+        self, event: type[E], callback: Callable[[E], Awaitable[None] | None]
+    ) -> Callable[[], None]: ...
 
-        Sync callbacks run inline and must be quick; async ones run in the cacher's nursery.
-        An exception in a callback is logged and never reaches the caller.  Returns a function
+    @overload
+    def on(
+        self, event: EventName, callback: Callable[[Any], Awaitable[None] | None]
+    ) -> Callable[[], None]: ...
+
+    def on(
+        self, event: Any, callback: Callable[[Any], Awaitable[None] | None]
+    ) -> Callable[[], None]:
+        """Call ``callback(event)`` for every event of a type: ``on(Hit, callback)``.
+
+        A base class subscribes to its subclasses (``on(Event, ...)``: everything).  The
+        names ``"hit"``, ``"miss"``, ``"stored"``, ``"failed"``, ``"rejected"`` work too.  Sync
+        callbacks run inline and must be quick; async ones run in the cacher's nursery.  An
+        exception in a callback is logged and never reaches the caller.  Returns a function
         that removes the callback.
         """
-        if event not in self._listeners:
-            raise ValueError(f"unknown event {event!r}; expected one of {_EVENT_NAMES}")
-        self._listeners[event].append(callback)
-        return lambda: self._listeners[event].remove(callback)
+        return self._listeners.subscribe(event, callback)
 
-    def _emit(self, name: EventName, event: Event) -> None:
-        for callback in self._listeners[name]:
-            try:
-                result = callback(event)
-            except Exception:
-                logger.exception("%s listener %r raised", name, callback)
-                continue
-            if inspect.isawaitable(result) and self._nursery is not None:
-                self._nursery.start_soon(self._await_listener, name, result)
-
-    @staticmethod
-    async def _await_listener(name: str, awaitable: Awaitable[None]) -> None:
-        try:
-            await awaitable
-        except Exception:
-            logger.exception("async %s listener raised", name)
+    def _emit(self, event: Event) -> None:
+        nursery = self._nursery
+        self._listeners.emit(event, None if nursery is None else nursery.start_soon)
 
     def statistics(self) -> CacherStatistics:
         return CacherStatistics(
@@ -235,8 +258,9 @@ class Cacher(Generic[T]):
             collapsed=self._collapsed,
             computations=self._computations,
             failures=self._failures,
-            running=len(self._flights),
-            store_available=self._store_available,
+            running=len(self._running),
+            store_available=self._guard.available,
+            rejected=self._rejected,
         )
 
     # -- fetching --------------------------------------------------------------------------
@@ -263,6 +287,7 @@ class Cacher(Generic[T]):
         ttl: float | None = None,
         deadline: float | None = None,
         cacheable: Callable[[T], bool] | None = None,
+        shareable: Callable[[T], bool] | None = None,
         hard_limit: float | None = None,
     ) -> Fetched[T]:
         """Return the value under ``key`` and how it was obtained.
@@ -271,8 +296,10 @@ class Cacher(Generic[T]):
         the same key join it.  Each caller waits up to ``deadline`` seconds (None: until the
         computation ends) and then gets `StillComputing`; the computation continues.  If it
         raises or passes the hard limit, every waiter gets `ComputationFailed`.  A value for
-        which ``cacheable(value)`` is false is handed to the waiters but not stored.
-        ``ttl`` and ``hard_limit`` default to the cacher's own.
+        which ``cacheable(value)`` is false is not stored; one for which ``shareable(value)``
+        is false is neither stored nor handed to the callers who joined: each of them computes
+        for itself (a private answer is never shared).  ``ttl`` and ``hard_limit`` default to
+        the cacher's own.  A miss while ``max_computations`` run here raises `Overloaded`.
         """
         nursery = self._nursery
         if nursery is None:
@@ -281,41 +308,41 @@ class Cacher(Generic[T]):
         # joining it first keeps a stampede from queueing one store read per request.
         flight = self._flights.get(key)
         if flight is None:
-            entry = await self._get(key)
-            decoded = self._decode(key, entry)
-            if entry is not None and decoded is not _UNDECODED:
-                self._hits += 1
-                self._emit("hit", Hit(key, entry.ttl))
-                return Fetched(decoded, "hit", stored=True, ttl=entry.ttl)
+            entry = await self._guard.get(key)
+            if entry is not None:
+                value = self._decode(key, entry)
+                if value is not _MISSING:
+                    self._hits += 1
+                    if self._listeners.wanted(Hit):
+                        self._emit(Hit(key, entry.ttl))
+                    return Fetched(value, "hit", stored=True, ttl=entry.ttl)
             flight = self._flights.get(key)  # one may have started while we read the store
+        rules = _Rules(
+            self.ttl if ttl is None else ttl,
+            self.hard_limit if hard_limit is None else hard_limit,
+            cacheable,
+            shareable,
+        )
         collapsed = flight is not None
         if flight is None:
-            flight = self._flights[key] = _Flight(key)
-            if self._idle.is_set():  # keep an unset one: wait_idle() callers hold it
-                self._idle = trio.Event()
-            limits = (
-                self.ttl if ttl is None else ttl,
-                self.hard_limit if hard_limit is None else hard_limit,
-            )
-            nursery.start_soon(self._fly, flight, compute, limits, cacheable)
+            flight = self._start(key, compute, rules, registered=True)
         else:
             self._collapsed += 1
         self._misses += 1
-        self._emit("miss", Miss(key, collapsed))
-
-        if not flight.done and not self._draining:
-            with trio.move_on_after(float("inf") if deadline is None else deadline):
-                await flight.wake.wait()
-        if not flight.done:
-            raise StillComputing(key, collapsed=collapsed, shutting_down=self._draining)
-        if flight.failure is not None:
-            reason, timed_out = flight.failure
-            raise ComputationFailed(key, reason, timed_out=timed_out)
+        self._emit(Miss(key, collapsed))
+        outcome = await self._wait(flight, deadline, collapsed)
+        if isinstance(outcome, _Success) and collapsed and not outcome.shared:
+            # Hit-for-miss: the answer was private to its caller; compute our own, unshared.
+            outcome = await self._wait(
+                self._start(key, compute, rules, registered=False), deadline, collapsed
+            )
+        if isinstance(outcome, Failure):
+            raise ComputationFailed(key, outcome.reason, timed_out=outcome.timed_out)
         source: Literal["computed", "collapsed"] = (
-            "computed" if flight.computed_here and not collapsed else "collapsed"
+            "computed" if outcome.computed_here and not collapsed else "collapsed"
         )
         return Fetched(
-            flight.value, source, stored=flight.stored, store_available=flight.store_available
+            outcome.value, source, stored=outcome.stored, store_available=flight.store_available
         )
 
     async def invalidate(self, key: str) -> bool:
@@ -326,64 +353,85 @@ class Cacher(Generic[T]):
         """Remove every key starting with ``prefix``; return how many were removed."""
         return await self.store.delete_prefix(prefix)
 
-    # -- the store, with degradation -------------------------------------------------------
+    def _start(
+        self, key: str, compute: Callable[[], Awaitable[T]], rules: _Rules[T], *, registered: bool
+    ) -> _Flight:
+        if len(self._running) >= self.max_computations:
+            self._rejected += 1
+            self._emit(Rejected(key, self.max_computations))
+            raise Overloaded(key, self.max_computations)
+        assert self._nursery is not None
+        flight = _Flight(key, registered=registered)
+        if registered:
+            self._flights[key] = flight
+        self._running.add(flight)
+        if self._idle.is_set():  # keep an unset one: wait_idle() callers hold it
+            self._idle = trio.Event()
+        self._nursery.start_soon(self._fly, flight, compute, rules)
+        return flight
 
-    async def _get(self, key: str) -> Entry | None:
-        if not self._store_available and trio.current_time() < self._store_retry_at:
-            return None  # known down: don't make every request wait for a timeout
-        try:
-            entry = await self.store.get(key)
-        except StoreUnavailable as exc:
-            self._store_down(exc)
-            return None
-        self._store_up()
-        return entry
+    async def _wait(
+        self, flight: _Flight, deadline: float | None, collapsed: bool
+    ) -> _Success[T] | Failure:
+        if not flight.done and not self._draining:
+            with trio.move_on_after(float("inf") if deadline is None else deadline):
+                await flight.wake.wait()
+        if not flight.done:
+            raise StillComputing(flight.key, collapsed=collapsed, shutting_down=self._draining)
+        assert flight.outcome is not None
+        return flight.outcome
 
-    def _decode(self, key: str, entry: Entry | None) -> Any:
-        """The value of a stored entry, or _UNDECODED if there is none or it is garbage."""
+    def _decode(self, key: str, entry: Any) -> Any:
+        """The value of a stored entry, or _MISSING if there is none or it is garbage."""
         if entry is None:
-            return _UNDECODED
+            return _MISSING
         try:
             return self.codec.decode(entry.value)
-        except Exception:
-            # Another app's or an older version's bytes: compute again and overwrite them.
-            logger.warning("cannot decode the stored value of %r; computing it again", key)
-            return _UNDECODED
+        except Exception as exc:
+            # Another app's, an older version's or planted bytes: compute again, overwrite them.
+            logger.warning("ignoring the stored value of %r (%s); computing it again", key, exc)
+            return _MISSING
 
-    def _store_down(self, exc: StoreUnavailable) -> None:
-        self._store_retry_at = trio.current_time() + STORE_RETRY_INTERVAL
-        if self._store_available:
-            self._store_available = False
-            logger.warning(
-                "store %r unavailable (%s): serving without it, computing in this process",
-                self.store,
-                exc,
-            )
-
-    def _store_up(self) -> None:
-        if not self._store_available:
-            self._store_available = True
-            logger.warning("store %r available again: caching resumes", self.store)
+    def _wake_waiting(self) -> None:
+        """The store went down: waiters on other processes' computations compute here now."""
+        for watch in tuple(self._waiting):
+            watch.deliver(Notice(watch.key, "abandoned", "store unavailable"))
 
     # -- the computation -------------------------------------------------------------------
 
     async def _fly(
-        self,
-        flight: _Flight,
-        compute: Callable[[], Awaitable[T]],
-        limits: tuple[float, float],
-        cacheable: Callable[[T], bool] | None,
+        self, flight: _Flight, compute: Callable[[], Awaitable[T]], rules: _Rules[T]
     ) -> None:
         try:
-            await self._settle(flight, compute, limits, cacheable)
+            if flight.registered:
+                token = secrets.token_hex(16)
+                found = await claim(
+                    self._guard,
+                    flight.key,
+                    token,
+                    self.lease,
+                    self._decode,
+                    _MISSING,
+                    self._waiting,
+                )
+            else:
+                found = Claimed(None)
+            if isinstance(found, Found):
+                flight.outcome = _Success(
+                    found.value, stored=True, shared=True, computed_here=False
+                )
+            elif isinstance(found, Failure):
+                flight.outcome = found
+            else:
+                flight.outcome = await self._compute(flight, compute, rules, found.token)
         except trio.Cancelled:
-            if flight.failure is None and not flight.done:
-                flight.failure = ("cancelled while shutting down", False)
+            if flight.outcome is None:
+                flight.outcome = Failure("cancelled while shutting down")
             raise
         except Exception as exc:  # a bug of ours or of a store: still answer every waiter
             logger.exception("computing %r failed unexpectedly", flight.key)
-            if not flight.done:
-                flight.failure = (f"{type(exc).__name__}", False)
+            if flight.outcome is None:
+                flight.outcome = Failure(type(exc).__name__)
         finally:
             self._resolve(flight)
 
@@ -391,155 +439,78 @@ class Cacher(Generic[T]):
         if flight.done:
             return
         flight.done = True
-        flight.store_available = self._store_available
+        flight.store_available = self._guard.available
         if self._flights.get(flight.key) is flight:
             del self._flights[flight.key]
-        if not self._flights:
+        self._running.discard(flight)
+        if not self._running:
             self._idle.set()
         flight.wake.set()
-
-    async def _settle(
-        self,
-        flight: _Flight,
-        compute: Callable[[], Awaitable[T]],
-        limits: tuple[float, float],
-        cacheable: Callable[[T], bool] | None,
-    ) -> None:
-        key = flight.key
-        token = secrets.token_hex(16)
-        leased = False
-        while self._store_available:
-            with self.store.watch(key) as watch:
-                # Re-check after registering: a completion between our miss and now is seen.
-                decoded = self._decode(key, await self._get(key))
-                if decoded is not _UNDECODED:
-                    flight.value = decoded
-                    flight.stored = True
-                    return
-                if not self._store_available:
-                    break
-                try:
-                    leased = await self.store.acquire_lease(key, token, self.lease)
-                except StoreUnavailable as exc:
-                    self._store_down(exc)
-                    break
-                if leased:
-                    break
-                # Another process computes: its notice wakes us; if it died, its lease expires.
-                notice: Notice | None = None
-                with trio.move_on_after(self.lease):
-                    notice = await watch.wait()
-                if notice is not None and notice.outcome in ("failed", "timed_out"):
-                    flight.failure = (notice.reason, notice.outcome == "timed_out")
-                    return
-        await self._compute(flight, compute, limits, cacheable, token if leased else None)
 
     async def _compute(
         self,
         flight: _Flight,
         compute: Callable[[], Awaitable[T]],
-        limits: tuple[float, float],
-        cacheable: Callable[[T], bool] | None,
+        rules: _Rules[T],
         token: str | None,
-    ) -> None:
+    ) -> _Success[T] | Failure:
         key = flight.key
-        ttl, hard_limit = limits
         self._computations += 1
         if token is not None:
-            self._leases[key] = token
+            self._keeper.held[key] = token
         started = trio.current_time()
-        notice: Notice
+        outcome: _Success[T] | Failure
         try:
-            epoch = await self._epoch()
+            epoch = await self._guard.epoch()
             try:
-                with trio.move_on_after(hard_limit) as limit:
+                with trio.move_on_after(rules.hard_limit) as limit:
                     value = await compute()
             finally:
-                self._leases.pop(key, None)
+                self._keeper.held.pop(key, None)
             if limit.cancelled_caught:
-                reason = f"ran past the hard limit of {hard_limit:g} s"
+                reason = f"ran past the hard limit of {rules.hard_limit:g} s"
                 logger.error("computing %r %s; cancelled", key, reason)
-                flight.failure = (reason, True)
-                notice = Notice(key, "timed_out", reason)
+                outcome = Failure(reason, timed_out=True)
+                notice = Notice(key, "timed_out", reason, token=token or "")
             else:
-                cached = cacheable is None or cacheable(value)
-                flight.value = value
-                flight.computed_here = True
-                if cached and self._store_available:
-                    flight.stored = await self._put(key, value, ttl, epoch)
-                notice = Notice(key, "stored", cached=flight.stored)
-                if flight.stored:
-                    self._emit("stored", Stored(key, ttl, trio.current_time() - started))
+                shared = rules.shareable is None or rules.shareable(value)
+                cached = shared and (rules.cacheable is None or rules.cacheable(value))
+                stored = (
+                    cached and epoch is not None and await self._put(key, value, rules.ttl, epoch)
+                )
+                outcome = _Success(value, stored=stored, shared=shared, computed_here=True)
+                notice = Notice(key, "stored", cached=stored, token=token or "")
+                if stored:
+                    self._emit(Stored(key, rules.ttl, trio.current_time() - started))
         except trio.Cancelled:
             # Shutting down: free the key at once so another process can take it over.
             with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await self._announce(Notice(key, "abandoned", "cancelled"), token)
+                await self._guard.announce(
+                    Notice(key, "abandoned", "cancelled", token=token or ""), token
+                )
             raise
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"[:200]
             logger.error("computing %r failed: %s", key, reason, exc_info=exc)
-            flight.failure = (reason, False)
-            notice = Notice(key, "failed", reason)
-        if flight.failure is not None:
+            outcome = Failure(reason)
+            notice = Notice(key, "failed", reason, token=token or "")
+        if isinstance(outcome, Failure):
             self._failures += 1
-            reason, timed_out = flight.failure
-            self._emit("failed", Failed(key, reason, timed_out))
-        # Give the lease back and tell other processes before answering local waiters: a new
-        # local request in between joins this flight instead of finding the lease still held.
-        with trio.CancelScope(shield=True), trio.move_on_after(5):
-            await self._announce(notice, token)
-        self._resolve(flight)
+            self._emit(Failed(key, outcome.reason, outcome.timed_out))
+        if flight.registered:
+            # Give the lease back and tell other processes before answering local waiters: a
+            # new local request in between joins this flight instead of finding the lease held.
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await self._guard.announce(notice, token)
+        return outcome
 
-    async def _epoch(self) -> int | None:
-        """The store's invalidation epoch before a computation; None if it cannot be read."""
-        if not self._store_available:
-            return None
-        try:
-            return await self.store.epoch()
-        except StoreUnavailable as exc:
-            self._store_down(exc)
-            return None
-
-    async def _put(self, key: str, value: T, ttl: float, epoch: int | None) -> bool:
-        if epoch is None:
-            return False  # the store was away when the computation began: don't guess
+    async def _put(self, key: str, value: T, ttl: float, epoch: int) -> bool:
         try:
             data = self.codec.encode(value)
         except Exception:
             logger.exception("cannot encode the value of %r; not stored", key)
             return False
-        try:
-            stored = await self.store.set(key, data, ttl, epoch=epoch)
-        except StoreUnavailable as exc:
-            self._store_down(exc)
-            return False
+        stored = await self._guard.set(key, data, ttl, epoch)
         if not stored:
             logger.info("%r not stored: invalidated while computing, or refused by the store", key)
         return stored
-
-    async def _announce(self, notice: Notice, token: str | None) -> None:
-        if not self._store_available:
-            return  # nobody can hear us; a lease we hold expires by itself
-        try:
-            if token is not None:
-                await self.store.release_lease(notice.key, token)
-            await self.store.publish(notice)
-        except StoreUnavailable as exc:
-            self._store_down(exc)
-
-    async def _renew_leases(self) -> None:
-        """Keep the leases of running computations alive: one store call per period for all."""
-        while True:
-            await trio.sleep(self.lease / 3)
-            if not self._leases or not self._store_available:
-                continue
-            held = dict(self._leases)
-            try:
-                lost = await self.store.renew_leases(held, self.lease)
-            except StoreUnavailable as exc:
-                self._store_down(exc)
-                continue
-            for key in lost:
-                if self._leases.get(key) == held[key]:
-                    del self._leases[key]
-                    logger.warning("lost the lease on %r while computing it", key)

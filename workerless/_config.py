@@ -32,6 +32,7 @@ class Settings:
     retry_after: int = 1
     prefix: str = "workerless:"
     near_ttl: float = 1.0
+    max_computations: int = 1000
 
     @classmethod
     def resolve(cls, keywords: Mapping[str, Any], environ: Mapping[str, str] | None) -> Settings:

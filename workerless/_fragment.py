@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import logging
 import multiprocessing
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 import trio
@@ -17,17 +19,19 @@ from werkzeug.exceptions import HTTPException
 
 from ._assets import STATIC_DIR, TEMPLATES_DIR
 from ._cacher import Cacher, Fetched
+from ._codecs import ResponseCodec
 from ._config import Settings, store_from_url
-from ._errors import ComputationFailed, StillComputing
-from ._events import EventName
+from ._errors import ComputationFailed, Overloaded, StillComputing
+from ._events import Event, EventName
 from ._keys import _SAFE_PATH, bound_key, canonical_url
-from ._response import CachedResponse, ResponseCodec
+from ._response import CachedResponse, is_private, vary_names
 from ._store import Store
 
 __all__ = ["FragmentRoute", "Workerless"]
 
 logger = logging.getLogger("workerless")
 
+E = TypeVar("E", bound=Event)
 KeyFunction = Callable[[Any], str]
 View = Callable[..., Any]
 
@@ -53,6 +57,7 @@ class Workerless:
         retry_after: int | None = None,
         prefix: str | None = None,
         near_ttl: float | None = None,
+        max_computations: int | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self._keywords: dict[str, Any] = {
@@ -65,6 +70,7 @@ class Workerless:
             "retry_after": retry_after,
             "prefix": prefix,
             "near_ttl": near_ttl,
+            "max_computations": max_computations,
         }
         self._environ = environ
         self.settings = Settings()
@@ -96,8 +102,10 @@ class Workerless:
         app.before_serving(self._startup)
         app.after_serving(self._shutdown)
 
-    def on(self, event: EventName, callback: Callable[[Any], Any]) -> Callable[[], None]:
-        """Subscribe to the fragment cacher's events; see `Cacher.on`."""
+    def on(
+        self, event: type[E] | EventName, callback: Callable[[E], Awaitable[None] | None]
+    ) -> Callable[[], None]:
+        """Subscribe to the fragment cacher's events by type (``on(Hit, ...)``); see Cacher.on."""
         return self.cacher.on(event, callback)
 
     def fragment(
@@ -178,6 +186,7 @@ class Workerless:
         cacher.hard_limit = settings.hard_limit
         cacher.lease = settings.lease
         cacher.grace = settings.grace
+        cacher.max_computations = settings.max_computations
         assert self.app is not None
         # Quart cancels background tasks this long after shutdown begins: leave room for grace.
         timeout = self.app.config.get("BACKGROUND_TASK_SHUTDOWN_TIMEOUT")
@@ -249,41 +258,81 @@ class FragmentRoute:
         self.key = key
         self.cache_statuses = cache_statuses
 
+        # Request headers the view's responses were seen to vary on (``Vary``), learned from
+        # its responses: they become part of the key from then on.
+        self.vary: frozenset[str] = frozenset()
+
     def _cacheable(self, response: CachedResponse) -> bool:
         return self.cache_statuses(response.status)
+
+    def _shareable(self, varied: frozenset[str], response: CachedResponse) -> bool:
+        """Whether a response computed under a key covering ``varied`` may serve others."""
+        names = vary_names(response.headers)
+        return not is_private(response.headers) and "*" not in names and names <= varied
+
+    async def _compute(self, view_args: dict[str, Any], varied: frozenset[str]) -> CachedResponse:
+        response = await _render(self.view, view_args)
+        names = vary_names(response.headers) - varied - {"*"}
+        if names:
+            learned = self.vary | names
+            # A view varying on more than a few headers is per-request: leave it uncached.
+            self.vary = learned if len(learned) <= _MAX_VARY else self.vary
+        return response
 
     async def handle(self, **view_args: Any) -> Response:
         """The Quart view: serve from the cache, wait on the computation, or answer 202."""
         workerless = self.workerless
+        settings = workerless.settings
         if not workerless._running:
             return _plain(
                 503,
                 "The server is starting or stopping.",
-                workerless.settings,
+                settings,
                 "workerless; detail=not-running",
             )
-        settings = workerless.settings
-        key = bound_key(self.key(request) if self.key else _request_url())
+        varied = self.vary
+        key = _variant(bound_key(self.key(request) if self.key else _request_url()), varied)
         try:
             fetched = await workerless.cacher.fetch_result(
                 key,
-                partial(_render, self.view, view_args),
+                partial(self._compute, view_args, varied),
                 ttl=settings.ttl if self.ttl is None else self.ttl,
                 deadline=settings.deadline if self.deadline is None else self.deadline,
                 hard_limit=self.hard_limit,
                 cacheable=self._cacheable,
+                shareable=partial(self._shareable, varied),
             )
         except StillComputing as exc:
             return _pending(exc, settings)
         except ComputationFailed as exc:
             status = 504 if exc.timed_out else 502
-            return _plain(
-                status,
-                "This fragment could not be computed.",
-                settings,
-                "workerless; fwd=miss; detail=error",
-            )
+            text = "This fragment could not be computed."
+            return _plain(status, text, settings, "workerless; fwd=miss; detail=error")
+        except Overloaded:
+            text = "Too many fragments are being computed; try again shortly."
+            return _plain(503, text, settings, "workerless; fwd=miss; detail=overloaded")
         return _respond(fetched)
+
+
+_MAX_VARY = 8
+VARIANT_MARK = "#v="
+
+
+def _variant(key: str, varied: frozenset[str]) -> str:
+    """``key`` for this request's values of the headers the route varies on.
+
+    A request with credentials (``Authorization``) always gets a key of its own: a shared
+    answer is never served to it, nor its answer to anyone else (RFC 9111 section 3.5).
+    """
+    names = sorted(varied)
+    credentials = request.headers.get("Authorization")
+    if credentials is not None and "authorization" not in varied:
+        names.append("authorization")
+    if not names:
+        return key
+    values = [[name, request.headers.get(name, "")] for name in names]
+    digest = hashlib.sha256(json.dumps(values).encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{key}{VARIANT_MARK}{digest[:32]}"
 
 
 async def _render(view: View, view_args: dict[str, Any]) -> CachedResponse:

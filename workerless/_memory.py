@@ -6,7 +6,7 @@ from collections import OrderedDict
 
 import trio
 
-from ._store import Entry, Notice, Store
+from ._store import Entry, Lease, Notice, Store
 
 __all__ = ["MemoryStore"]
 
@@ -85,13 +85,13 @@ class MemoryStore(Store):
             self._remove(k)
         return len(doomed)
 
-    async def acquire_lease(self, key: str, token: str, ttl: float) -> bool:
+    async def acquire_lease(self, key: str, token: str, ttl: float) -> Lease:
         held = self._leases.get(key)
         now = trio.current_time()
         if held is not None and held[1] > now and held[0] != token:
-            return False
+            return Lease(False, held[0], held[1] - now)
         self._leases[key] = (token, now + ttl)
-        return True
+        return Lease(True, token, ttl)
 
     async def renew_lease(self, key: str, token: str, ttl: float) -> bool:
         held = self._leases.get(key)

@@ -19,7 +19,7 @@ from redis.retry import Retry
 from ._errors import ConfigurationError, StoreUnavailable
 from ._near import NearCache
 from ._redis_channel import NoticeListener, encode_invalidation, encode_notice
-from ._store import Entry, Notice, Store
+from ._store import Entry, Lease, Notice, Store
 
 __all__ = ["RedisStore"]
 
@@ -33,12 +33,13 @@ _DELETE_BATCH = 500
 # Take the lease if it is free; a holder asking again with its own token keeps it (renewed),
 # as MemoryStore does, so a retried acquisition never locks its own caller out.
 _ACQUIRE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1, ARGV[1], ARGV[2]} end
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
-    return 1
+    return {1, ARGV[1], ARGV[2]}
 end
-return 0
+return {0, holder, redis.call('PTTL', KEYS[1])}
 """
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -240,9 +241,11 @@ class RedisStore(Store):
 
     # -- leases ----------------------------------------------------------------------------
 
-    async def acquire_lease(self, key: str, token: str, ttl: float) -> bool:
+    async def acquire_lease(self, key: str, token: str, ttl: float) -> Lease:
         keys, args = [self._lease_key(key)], [token, _milliseconds(ttl)]
-        return bool(await self._call(self._acquire, keys, args))
+        acquired, holder, pttl = await self._call(self._acquire, keys, args)
+        holder = holder.decode() if isinstance(holder, bytes) else str(holder)
+        return Lease(bool(acquired), holder, max(int(pttl), 0) / 1000)
 
     async def renew_lease(self, key: str, token: str, ttl: float) -> bool:
         keys, args = [self._lease_key(key)], [token, _milliseconds(ttl)]

@@ -138,6 +138,7 @@ def encode_notice(notice: Notice, origin: str) -> bytes:
         "outcome": notice.outcome,
         "reason": notice.reason,
         "cached": notice.cached,
+        "token": notice.token,
         "origin": origin,
     }
     return json.dumps(body, separators=(",", ":")).encode()
@@ -172,14 +173,15 @@ def decode_notice(data: Any) -> tuple[Notice | None, str]:
     if isinstance(body, dict):
         key, outcome = body.get("key"), body.get("outcome")
         reason, cached = body.get("reason", ""), body.get("cached", True)
-        origin = body.get("origin", "")
+        origin, token = body.get("origin", ""), body.get("token", "")
         if (
             isinstance(key, str)
             and outcome in _OUTCOMES
             and isinstance(reason, str)
             and isinstance(cached, bool)
             and isinstance(origin, str)
+            and isinstance(token, str)
         ):
-            return Notice(key, outcome, reason, cached), origin
+            return Notice(key, outcome, reason, cached, token), origin
     logger.debug("ignoring a malformed notice: %.200r", data)
     return None, ""

@@ -16,7 +16,9 @@ from typing import Literal
 
 import trio
 
-__all__ = ["Entry", "Notice", "Store", "Watch"]
+__all__ = ["MAX_LEASE", "Entry", "Lease", "Notice", "Store", "Watch"]
+
+MAX_LEASE = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,15 @@ class Entry:
 
     value: bytes
     ttl: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """What acquire_lease found: taken by us, or held by ``holder`` for ``expires_in`` more s."""
+
+    acquired: bool
+    holder: str
+    expires_in: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +51,7 @@ class Notice:
     outcome: Literal["stored", "failed", "timed_out", "abandoned"]
     reason: str = ""
     cached: bool = True
+    token: str = ""
 
 
 class Watch:
@@ -115,8 +127,8 @@ class Store(abc.ABC):
         """Remove every key starting with ``prefix`` and increase the epoch; return how many."""
 
     @abc.abstractmethod
-    async def acquire_lease(self, key: str, token: str, ttl: float) -> bool:
-        """Take the lease on ``key`` for ``ttl`` seconds if nobody holds it; True if taken."""
+    async def acquire_lease(self, key: str, token: str, ttl: float) -> Lease:
+        """Take the lease on ``key`` for ``ttl`` seconds if nobody (or ``token``) holds it."""
 
     @abc.abstractmethod
     async def renew_lease(self, key: str, token: str, ttl: float) -> bool:

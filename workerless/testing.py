@@ -25,12 +25,11 @@ class CapturedEvents(list[Event]):
 
 @contextmanager
 def capture_events(source: Cacher[object] | Workerless) -> Iterator[CapturedEvents]:
-    """Record every hit, miss, stored and failed event of ``source`` inside the block."""
+    """Record every event ``source`` emits inside the block."""
     cacher = source.cacher if isinstance(source, Workerless) else source
     events = CapturedEvents()
-    removers = [cacher.on(name, events.append) for name in ("hit", "miss", "stored", "failed")]
+    remove = cacher.on(Event, events.append)
     try:
         yield events
     finally:
-        for remove in removers:
-            remove()
+        remove()
