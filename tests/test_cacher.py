@@ -14,11 +14,15 @@ from workerless import (
     Cacher,
     ComputationFailed,
     Entry,
+    Event,
     Failed,
     Fetched,
     Hit,
     MemoryStore,
     Miss,
+    Notice,
+    Overloaded,
+    Rejected,
     StillComputing,
     Stored,
     StoreUnavailable,
@@ -163,6 +167,48 @@ async def test_events_sync_and_async_listeners() -> None:
     assert [type(e) for e in seen_async] == [Hit]
     with pytest.raises(ValueError, match="unknown event"):
         cacher.on("nope", print)  # type: ignore[arg-type]
+
+
+async def test_subscriptions_by_event_type() -> None:
+    """on(Hit, cb) gets hits only; on(Event, cb) gets everything; unsubscribing stops both."""
+    hits: list[Hit] = []
+    everything: list[Event] = []
+    with trio.fail_after(5):
+        async with Cacher() as cacher:
+            stop_hits = cacher.on(Hit, hits.append)
+            stop_all = cacher.on(Event, everything.append)
+            await cacher.fetch("t", Upstream())
+            await cacher.fetch("t", Upstream())
+            stop_hits()
+            stop_all()
+            await cacher.fetch("t", Upstream())
+    assert [h.key for h in hits] == ["t"]
+    assert [type(e) for e in everything] == [Miss, Stored, Hit]
+    with pytest.raises(TypeError, match="Event subclass"):
+        cacher.on(int, print)  # type: ignore[call-overload]
+
+
+async def test_misses_past_max_computations_are_rejected_at_once() -> None:
+    """With max_computations running, a new key raises Overloaded; joins and hits still work."""
+    upstream = Upstream()
+    upstream.hold = True
+    rejected: list[Rejected] = []
+    with trio.fail_after(5):
+        async with Cacher(max_computations=2) as cacher, trio.open_nursery() as nursery:
+            cacher.on(Rejected, rejected.append)
+            await cacher.fetch("warm", Upstream())
+            for key in ("a", "b"):
+                nursery.start_soon(cacher.fetch, key, upstream)
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(Overloaded):
+                await cacher.fetch("c", upstream)
+            assert await cacher.fetch("warm", Upstream()) == "value #1"
+            with pytest.raises(StillComputing):
+                await cacher.fetch("a", upstream, deadline=0.01)
+            upstream.release.set()
+    assert upstream.calls == 2
+    assert [(r.key, r.limit) for r in rejected] == [("c", 2)]
+    assert cacher.statistics().rejected == 1
 
 
 async def test_non_cacheable_results_are_shared_not_stored() -> None:
@@ -364,3 +410,34 @@ async def test_wait_idle_returns_when_the_last_of_several_computations_ends() ->
             assert not idle.is_set()
             second.release.set()
             await idle.wait()
+
+
+async def test_failure_notice_counts_only_from_the_lease_holder() -> None:
+    """A waiter on another holder's lease ignores a failure notice carrying another token,
+    and fails only on the holder's own; a waiter wakes when the holder's lease ends."""
+    store = MemoryStore()
+    holder = "a" * 32
+    with trio.fail_after(5):
+        async with Cacher(store, lease=30) as cacher, trio.open_nursery() as nursery:
+            assert (await store.acquire_lease("k", holder, 10)).acquired
+            outcome: list[object] = []
+
+            async def waiter() -> None:
+                try:
+                    outcome.append(await cacher.fetch("k", Upstream()))
+                except ComputationFailed as exc:
+                    outcome.append(exc.reason)
+
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            await store.publish(Notice("k", "failed", "forged", token="f" * 32))
+            await trio.testing.wait_all_tasks_blocked()
+            assert outcome == []
+            await store.publish(Notice("k", "failed", "the real one", token=holder))
+            await trio.testing.wait_all_tasks_blocked()
+            assert outcome == ["the real one"]
+
+            assert (await store.acquire_lease("j", holder, 0.3)).acquired
+            started = trio.current_time()
+            assert await cacher.fetch("j", Upstream()) == "value #1"
+    assert 0.3 <= trio.current_time() - started < 4  # at the lease's end, not on a 30 s timer

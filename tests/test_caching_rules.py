@@ -33,7 +33,7 @@ async def joined_then_opened(served: Served, name: str, cc: str, n: int) -> list
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(send)
-        while served.probe.computations[f"cache-control/{name}"] < 1:
+        while served.probe.computations[f"cache-control/{name}"] < 1:  # noqa: ASYNC110
             await trio.sleep(0.01)
         await trio.sleep(0.3)  # the others join the running computation meanwhile
         served.probe.gate(name).set()
@@ -41,7 +41,9 @@ async def joined_then_opened(served: Served, name: str, cc: str, n: int) -> list
 
 
 @pytest.mark.parametrize("cc", ["private", "no-store", "private, max-age=60"])
-async def test_private_answer_is_not_shared_with_joiners_nor_stored(served: Served, cc: str) -> None:
+async def test_private_answer_is_not_shared_with_joiners_nor_stored(
+    served: Served, cc: str
+) -> None:
     """A view answering private or no-store: joiners compute their own, nothing is stored."""
     name = cc.split(",")[0]
     with trio.fail_after(15):
@@ -108,7 +110,7 @@ async def test_misses_past_the_cap_get_503_while_hits_and_joins_go_on(served: Se
         async with trio.open_nursery() as nursery:
             for name in ("c1", "c2", "c3"):
                 nursery.start_soon(served.client.get, f"/cache-control/{name}?cc=public")
-            while sum(served.probe.computations[f"cache-control/c{i}"] for i in (1, 2, 3)) < 3:
+            while sum(served.probe.computations[f"cache-control/c{i}"] for i in (1, 2, 3)) < 3:  # noqa: ASYNC110
                 await trio.sleep(0.01)
             refused = await served.client.get("/quick/refused")
             hit = await served.client.get("/quick/cached")
