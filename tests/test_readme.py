@@ -5,10 +5,14 @@ from __future__ import annotations
 import importlib.util
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 import trio
 from servers import ROOT, serve_in_process
+
+import workerless
 
 
 async def test_readme_example_serves_skeleton_and_fragments(tmp_path: Path) -> None:
@@ -30,3 +34,30 @@ async def test_readme_example_serves_skeleton_and_fragments(tmp_path: Path) -> N
     assert "/workerless/static/workerless.js" in page.text
     assert fragment.text == "<p>result for a</p>"
     assert fragment.headers["cache-status"] == "workerless; fwd=miss; stored"
+
+
+async def test_readme_cacher_snippet_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """The Cacher section's snippet runs as written: one computation, the typed listener sees
+    the hit of a second fetch."""
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"### `Cacher\(.*?```python\n(.*?)```", readme, re.S)
+    assert match is not None
+    calls: list[str] = []
+
+    async def perform_slow_external_call(query: str) -> str:
+        calls.append(query)
+        return f"result for {query}"
+
+    body = [f"    {line}" for line in match.group(1).splitlines()]
+    body += [
+        "        await cacher.fetch(f'find:{query}', lambda: perform_slow_external_call(query))"
+    ]
+    body += ["    return value"]
+    namespace: dict[str, Any] = dict(vars(workerless))
+    namespace.update(query="a", perform_slow_external_call=perform_slow_external_call)
+    exec("async def snippet():\n" + "\n".join(body), namespace)  # the README's own text
+    with trio.fail_after(5):
+        value = await namespace["snippet"]()
+    assert value == "result for a"
+    assert calls == ["a"]
+    assert capsys.readouterr().out == "hit find:a\n"
