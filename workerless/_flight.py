@@ -21,15 +21,18 @@ class Fetched(Generic[T]):
 
     ``source`` is ``"hit"`` (read from the store), ``"computed"`` (this call started the
     computation that produced it) or ``"collapsed"`` (it joined a computation started by
-    another caller, in this process or another).  ``stored`` tells whether the value is in
-    the store; ``ttl`` is its remaining lifetime on a hit.
+    another caller, in this process or another) or ``"stale"`` (a value past its ttl, served
+    at once while one refresh runs; or, with ``failure`` set, served because the computation
+    that should have replaced it failed: stale-if-error).  ``stored`` tells whether the value
+    is in the store; ``ttl`` is its remaining fresh lifetime on a hit (negative when stale).
     """
 
     value: T
-    source: Literal["hit", "computed", "collapsed"]
+    source: Literal["hit", "computed", "collapsed", "stale"]
     stored: bool = False
     ttl: float | None = None
     store_available: bool = True
+    failure: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,9 @@ class Rules(Generic[T]):
     hard_limit: float
     cacheable: Callable[[T], bool] | None
     shareable: Callable[[T], bool] | None
+    stale: float = 0.0
+    stale_if_error: float = 0.0
+    replacing: bytes | None = None  # a refresh: the generation of the value it replaces
 
 
 class Flight:
