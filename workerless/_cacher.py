@@ -88,8 +88,9 @@ class Cacher(Generic[T]):
         self.early_refresh = early_refresh
         self.codec: Codec[T] = codec if codec is not None else JSONCodec()
         self._listeners = Listeners()
-        self._flights: dict[str, Flight] = {}  # registered flights, by key
-        self._running: set[Flight] = set()  # every running flight, registered or not
+        self._flights: dict[str, Flight] = {}  # misses' flights, by key: later misses join them
+        self._refreshing: dict[str, Flight] = {}  # background refreshes: readers never wait
+        self._running: set[Flight] = set()  # every running flight
         self._waiting: set[Watch] = set()  # watches blocked on another process's computation
         self._keeper = LeaseKeeper(self._guard)
         self._nursery: trio.Nursery | None = None
@@ -303,7 +304,7 @@ class Cacher(Generic[T]):
             flight = self._flights.get(key)  # one may have started while we read the store
         collapsed = flight is not None
         if flight is None:
-            flight = self._start(key, compute, rules, registered=True)
+            flight = self._flights[key] = self._start(key, compute, rules)
         else:
             self._collapsed += 1
         self._misses += 1
@@ -312,7 +313,7 @@ class Cacher(Generic[T]):
         if isinstance(outcome, Success) and collapsed and not outcome.shared:
             # Hit-for-miss: the answer was private to its caller; compute our own, unshared.
             outcome = await self._wait(
-                self._start(key, compute, rules, registered=False), deadline, collapsed
+                self._start(key, compute, rules, coordinated=False), deadline, collapsed
             )
         if isinstance(outcome, Failure):
             if fallback is not None:
@@ -332,9 +333,10 @@ class Cacher(Generic[T]):
         self, key: str, compute: Callable[[], Awaitable[T]], rules: Rules[T], replacing: bytes
     ) -> None:
         """Recompute ``key`` in the background unless that already runs here or the cap is hit."""
-        if key in self._flights or len(self._running) >= self.max_computations:
+        if key in self._refreshing or len(self._running) >= self.max_computations:
             return
-        self._start(key, compute, replace(rules, replacing=replacing), registered=True)
+        rules = replace(rules, replacing=replacing)
+        self._refreshing[key] = self._start(key, compute, rules)
 
     async def invalidate(self, key: str) -> bool:
         """Remove ``key`` from the store; True if it was there."""
@@ -345,16 +347,19 @@ class Cacher(Generic[T]):
         return await self.store.delete_prefix(prefix)
 
     def _start(
-        self, key: str, compute: Callable[[], Awaitable[T]], rules: Rules[T], *, registered: bool
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[T]],
+        rules: Rules[T],
+        *,
+        coordinated: bool = True,
     ) -> Flight:
         if len(self._running) >= self.max_computations:
             self._rejected += 1
             self._emit(Rejected(key, self.max_computations))
             raise Overloaded(key, self.max_computations)
         assert self._nursery is not None
-        flight = Flight(key, registered=registered)
-        if registered:
-            self._flights[key] = flight
+        flight = Flight(key, coordinated=coordinated)
         self._running.add(flight)
         if self._idle.is_set():  # keep an unset one: wait_idle() callers hold it
             self._idle = trio.Event()
@@ -410,7 +415,7 @@ class Cacher(Generic[T]):
         self, flight: Flight, compute: Callable[[], Awaitable[T]], rules: Rules[T]
     ) -> None:
         try:
-            if flight.registered:
+            if flight.coordinated:
                 token = secrets.token_hex(16)
                 found = await claim(
                     self._guard,
@@ -447,6 +452,8 @@ class Cacher(Generic[T]):
         flight.store_available = self._guard.available
         if self._flights.get(flight.key) is flight:
             del self._flights[flight.key]
+        if self._refreshing.get(flight.key) is flight:
+            del self._refreshing[flight.key]
         self._running.discard(flight)
         if not self._running:
             self._idle.set()
@@ -507,7 +514,7 @@ class Cacher(Generic[T]):
         if isinstance(outcome, Failure):
             self._failures += 1
             self._emit(Failed(key, outcome.reason, outcome.timed_out))
-        if flight.registered:
+        if flight.coordinated:
             # Give the lease back and tell other processes before answering local waiters: a
             # new local request in between joins this flight instead of finding the lease held.
             with trio.CancelScope(shield=True), trio.move_on_after(5):

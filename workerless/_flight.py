@@ -63,14 +63,15 @@ class Flight:
 
     ``outcome`` is written once, by the computation's task, just before ``done`` is set;
     ``wake`` is set when done, or when the cacher starts draining (then ``done`` may be
-    false).  ``registered`` flights are the ones later callers of the key join.
+    false).  A ``coordinated`` flight computes only under the key's lease (one per fleet) and
+    announces its end; an uncoordinated one (a private answer's hit-for-miss) just computes.
     """
 
-    __slots__ = ("done", "key", "outcome", "registered", "store_available", "wake")
+    __slots__ = ("coordinated", "done", "key", "outcome", "store_available", "wake")
 
-    def __init__(self, key: str, *, registered: bool) -> None:
+    def __init__(self, key: str, *, coordinated: bool) -> None:
         self.key = key
-        self.registered = registered
+        self.coordinated = coordinated
         self.wake = trio.Event()
         self.done = False
         self.outcome: Success[Any] | Failure | None = None
