@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -291,9 +292,10 @@ class Cacher(Generic[T]):
                     self._hits += 1
                     if self.early_refresh and should_refresh_early(envelope.duration, fresh_left):
                         self._refresh(key, compute, rules, envelope.generation)
+                    left = None if fresh_left == math.inf else fresh_left
                     if self._listeners.wanted(Hit):
-                        self._emit(Hit(key, entry.ttl if entry else None))
-                    return Fetched(value, "hit", stored=True, ttl=fresh_left)
+                        self._emit(Hit(key, left))
+                    return Fetched(value, "hit", stored=True, ttl=left)
                 if position is Standing.STALE:
                     self._stale += 1
                     self._refresh(key, compute, rules, envelope.generation)
