@@ -466,7 +466,7 @@ async def test_stale_value_is_served_at_once_while_one_refresh_runs() -> None:
     refresh runs, and the next caller gets the new value as a hit."""
     upstream = Clocked()
     with trio.fail_after(5):
-        async with Cacher(ttl=0.2, stale=5, early_refresh=False) as cacher:
+        async with Cacher(ttl=0.2, stale=5, early_refresh=0) as cacher:
             await cacher.fetch("s", upstream)
             await trio.sleep(0.3)
             with capture_events(cacher) as events:
@@ -493,7 +493,7 @@ async def test_stale_if_error_serves_the_old_value_when_the_computation_fails() 
     value (with the failure), and the next call tries the computation again."""
     upstream = Clocked()
     with trio.fail_after(5):
-        async with Cacher(ttl=0.1, stale_if_error=5, early_refresh=False) as cacher:
+        async with Cacher(ttl=0.1, stale_if_error=5, early_refresh=0) as cacher:
             await cacher.fetch("e", upstream)
             await trio.sleep(0.2)
             upstream.fail = True
@@ -516,7 +516,7 @@ async def test_outside_the_windows_a_failure_is_an_error() -> None:
     """With no stale windows, an expired value is gone: a failing computation raises."""
     upstream = Clocked()
     with trio.fail_after(5):
-        async with Cacher(ttl=0.1, early_refresh=False) as cacher:
+        async with Cacher(ttl=0.1, early_refresh=0) as cacher:
             await cacher.fetch("g", upstream)
             await trio.sleep(0.2)
             upstream.fail = True

@@ -69,13 +69,13 @@ class Cacher(Generic[T]):
         max_computations: int = 1000,
         stale: float = 0.0,
         stale_if_error: float = 0.0,
-        early_refresh: bool = True,
+        early_refresh: float = 1.0,
         codec: Codec[T] | None = None,
     ) -> None:
         if ttl <= 0 or hard_limit <= 0 or lease <= 0 or max_computations < 1:
             raise ValueError("ttl, hard_limit, lease and max_computations must be positive")
-        if grace < 0 or stale < 0 or stale_if_error < 0:
-            raise ValueError("grace, stale and stale_if_error must not be negative")
+        if grace < 0 or stale < 0 or stale_if_error < 0 or early_refresh < 0:
+            raise ValueError("grace, stale, stale_if_error and early_refresh must not be negative")
         self._guard = GuardedStore(
             store if store is not None else MemoryStore(), self._wake_waiting
         )
@@ -264,7 +264,8 @@ class Cacher(Generic[T]):
         ``"stale"``) while one refresh runs in the background (one per fleet through the
         lease); for ``stale_if_error`` seconds after that, a caller waits for the computation
         as on a miss, but gets the old value instead of `ComputationFailed` if it fails.  With
-        ``early_refresh`` on, a hit may start that refresh before the ttl ends (XFetch).
+        ``early_refresh`` above 0 (XFetch's beta; 1 by default), a hit may start that refresh
+        before the ttl ends, the sooner the longer the last computation took.
         Unset arguments default to the cacher's own.
         """
         nursery = self._nursery
@@ -290,7 +291,9 @@ class Cacher(Generic[T]):
                 position, fresh_left = standing(envelope, entry.ttl if entry else None)
                 if position is Standing.FRESH:
                     self._hits += 1
-                    if self.early_refresh and should_refresh_early(envelope.duration, fresh_left):
+                    if self.early_refresh and should_refresh_early(
+                        envelope.duration, fresh_left, self.early_refresh
+                    ):
                         self._refresh(key, compute, rules, envelope.generation)
                     left = None if fresh_left == math.inf else fresh_left
                     if self._listeners.wanted(Hit):

@@ -16,7 +16,9 @@ from ._store import Store
 __all__ = ["Settings", "store_from_url"]
 
 DEFAULT_STORE = "memory://"
-_ZERO_ALLOWED = frozenset({"retry_after", "near_ttl"})
+_ZERO_ALLOWED = frozenset(
+    {"retry_after", "near_ttl", "stale", "stale_if_error", "early_refresh", "browser_ttl"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,10 @@ class Settings:
     prefix: str = "workerless:"
     near_ttl: float = 1.0
     max_computations: int = 1000
+    stale: float = 0.0
+    stale_if_error: float = 0.0
+    early_refresh: float = 1.0
+    browser_ttl: float = 0.0
 
     @classmethod
     def resolve(cls, keywords: Mapping[str, Any], environ: Mapping[str, str] | None) -> Settings:
