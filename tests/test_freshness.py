@@ -49,7 +49,7 @@ async def test_after_the_ttl_requests_get_the_old_value_at_once_and_one_refresh_
 async def test_stale_if_error_serves_the_old_value_and_tries_again(store_url: str) -> None:
     """Past the ttl, inside stale_if_error: a failing computation answers the old value with
     detail=stale-if-error, the next request tries the computation again."""
-    app, workerless, probe = make_app(
+    app, _workerless, probe = make_app(
         store=store_url, ttl=0.3, stale_if_error=60, early_refresh=0, deadline=5.0
     )
     probe.failing = False
@@ -71,7 +71,7 @@ async def test_stale_if_error_serves_the_old_value_and_tries_again(store_url: st
 
 async def test_outside_the_windows_a_failure_is_a_502(store_url: str) -> None:
     """With no stale window, an expired fragment whose computation fails answers 502."""
-    app, workerless, probe = make_app(store=store_url, ttl=0.3, early_refresh=0, deadline=5.0)
+    app, _workerless, probe = make_app(store=store_url, ttl=0.3, early_refresh=0, deadline=5.0)
     probe.failing = False
     async with serve_in_process(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
         with trio.fail_after(20):
@@ -102,7 +102,7 @@ async def test_etag_and_304(served: Served) -> None:
 async def test_cache_control_is_explicit(store_url: str) -> None:
     """Fragments say private, no-cache by default; browser_ttl gives private, max-age; a view's
     own Cache-Control is kept; 202 and errors say no-store."""
-    app, workerless, probe = make_app(store=store_url, browser_ttl=30)
+    app, _workerless, probe = make_app(store=store_url, browser_ttl=30)
     async with serve_in_process(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
         with trio.fail_after(10):
             kept = await client.get("/quick/bt")

@@ -28,7 +28,7 @@ async def notes(url: str) -> tuple[int, list[dict[str, str]]]:
 )
 async def test_redbot_finds_no_caching_or_validation_problem(path: str, status: int) -> None:
     """A hit, a miss, a 202 and a 502: no WARN or BAD note about caching or validation."""
-    app, workerless, probe = make_app(deadline=0.5, hard_limit=60)
+    app, _workerless, _probe = make_app(deadline=0.5, hard_limit=60)
     async with serve_in_process(app) as url:
         with trio.fail_after(60):
             if path == "/quick/hit":
