@@ -6,6 +6,7 @@ from ._errors import (
     ComputationFailed,
     ConfigurationError,
     StillComputing,
+    StoreError,
     StoreUnavailable,
     WorkerlessError,
 )
@@ -14,7 +15,7 @@ from ._fragment import FragmentRoute, Workerless
 from ._memory import MemoryStore
 from ._redis import RedisStore
 from ._response import CachedResponse
-from ._store import Entry, Notice, Store, Watch
+from ._store import Entry, Lease, Notice, Store, Watch
 
 __version__ = "0.1.0"
 
@@ -32,6 +33,7 @@ __all__ = [
     "FragmentRoute",
     "Hit",
     "JSONCodec",
+    "Lease",
     "MemoryStore",
     "Miss",
     "Notice",
@@ -39,6 +41,7 @@ __all__ = [
     "Settings",
     "StillComputing",
     "Store",
+    "StoreError",
     "StoreUnavailable",
     "Stored",
     "Watch",

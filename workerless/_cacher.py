@@ -419,7 +419,7 @@ class Cacher(Generic[T]):
                 if not self._store_available:
                     break
                 try:
-                    leased = await self.store.acquire_lease(key, token, self.lease)
+                    leased = (await self.store.acquire_lease(key, token, self.lease)).acquired
                 except StoreUnavailable as exc:
                     self._store_down(exc)
                     break

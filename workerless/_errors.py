@@ -6,6 +6,7 @@ __all__ = [
     "ComputationFailed",
     "ConfigurationError",
     "StillComputing",
+    "StoreError",
     "StoreUnavailable",
     "WorkerlessError",
 ]
@@ -19,8 +20,17 @@ class ConfigurationError(WorkerlessError, ValueError):
     """A setting (keyword or environment variable) has a value workerless cannot use."""
 
 
-class StoreUnavailable(WorkerlessError):
-    """The store could not be reached; the backend's own exception is chained as __cause__."""
+class StoreError(WorkerlessError):
+    """The store answered but refused: a missing ACL permission, a cluster redirection, a
+    script error.  Retrying does not help; the backend's own exception is chained as __cause__.
+    """
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached (an outage or a timeout); calls may succeed later.
+
+    The backend's own exception is chained as __cause__.
+    """
 
 
 class StillComputing(WorkerlessError):
