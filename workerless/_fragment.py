@@ -180,7 +180,12 @@ class Workerless:
         cacher.store = (
             store
             if isinstance(store, Store)
-            else store_from_url(store, prefix=settings.prefix, near_ttl=settings.near_ttl)
+            else store_from_url(
+                store,
+                prefix=settings.prefix,
+                near_ttl=settings.near_ttl,
+                max_value_bytes=settings.max_value_bytes,
+            )
         )
         cacher.ttl = settings.ttl
         cacher.hard_limit = settings.hard_limit
