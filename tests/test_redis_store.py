@@ -601,3 +601,9 @@ async def test_redis_cluster_is_refused_at_start_up(cluster_node_url: str) -> No
     """A Redis Cluster node fails open() with a StoreError saying Cluster is not supported."""
     with trio.fail_after(10), pytest.raises(StoreError, match="Redis Cluster is not supported"):
         await RedisStore(cluster_node_url).open()
+
+
+def test_readme_shows_the_tested_acl_rule() -> None:
+    """The README's least-privilege ACL line is exactly the rule these tests grant."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert f"ACL SETUSER workerless on >secret {ACL_RULE}\n" in readme

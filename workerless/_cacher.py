@@ -28,7 +28,7 @@ from ._events import (
 from ._flight import Fetched, Flight, Rules, Success
 from ._guard import GuardedStore
 from ._memory import MemoryStore
-from ._store import Notice, Store, Watch
+from ._store import MAX_LEASE, Notice, Store, Watch
 
 __all__ = ["Cacher", "Fetched"]
 
@@ -68,6 +68,8 @@ class Cacher(Generic[T]):
             raise ValueError(
                 "ttl, hard_limit, lease and max_computations must be positive, grace not negative"
             )
+        if lease > MAX_LEASE:  # stores break longer leases as foreign
+            raise ValueError(f"lease must be at most {MAX_LEASE:g} s")
         self._guard = GuardedStore(
             store if store is not None else MemoryStore(), self._wake_waiting
         )
