@@ -33,7 +33,7 @@ from ._flight import Fetched, Flight, Rules, Success
 from ._freshness import Envelope, Standing, should_refresh_early, standing
 from ._guard import GuardedStore
 from ._memory import MemoryStore
-from ._store import Entry, Notice, Store, Watch
+from ._store import MAX_LEASE, Entry, Notice, Store, Watch
 
 __all__ = ["Cacher", "Fetched"]
 
@@ -76,6 +76,8 @@ class Cacher(Generic[T]):
             raise ValueError("ttl, hard_limit, lease and max_computations must be positive")
         if grace < 0 or stale < 0 or stale_if_error < 0 or early_refresh < 0:
             raise ValueError("grace, stale, stale_if_error and early_refresh must not be negative")
+        if lease > MAX_LEASE:  # stores break longer leases as foreign
+            raise ValueError(f"lease must be at most {MAX_LEASE:g} s")
         self._guard = GuardedStore(
             store if store is not None else MemoryStore(), self._wake_waiting
         )

@@ -65,6 +65,7 @@ class Workerless:
         prefix: str | None = None,
         near_ttl: float | None = None,
         max_computations: int | None = None,
+        max_value_bytes: int | None = None,
         stale: float | None = None,
         stale_if_error: float | None = None,
         early_refresh: float | None = None,
@@ -82,6 +83,7 @@ class Workerless:
             "prefix": prefix,
             "near_ttl": near_ttl,
             "max_computations": max_computations,
+            "max_value_bytes": max_value_bytes,
             "stale": stale,
             "stale_if_error": stale_if_error,
             "early_refresh": early_refresh,
@@ -205,7 +207,12 @@ class Workerless:
         cacher.store = (
             store
             if isinstance(store, Store)
-            else store_from_url(store, prefix=settings.prefix, near_ttl=settings.near_ttl)
+            else store_from_url(
+                store,
+                prefix=settings.prefix,
+                near_ttl=settings.near_ttl,
+                max_value_bytes=settings.max_value_bytes,
+            )
         )
         cacher.ttl = settings.ttl
         cacher.hard_limit = settings.hard_limit
