@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -196,6 +197,13 @@ http {{
 {http}
 }}
 """
+
+
+def readme_nginx_blocks(heading: str) -> list[str]:
+    """The ```nginx blocks of the README's section ``## heading``, as written there."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```nginx\n(.*?)```", section, re.S)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import h11
 import httpx
 import pytest
-from servers import ROOT, Hypercorn, free_port, hypercorn, nginx
+from servers import Hypercorn, free_port, hypercorn, nginx, readme_nginx_blocks
 
 from workerless._config import Settings
 from workerless._http import location
@@ -21,13 +21,6 @@ APP = "apps.proxy_app:app"
 ENV = {"WORKERLESS_STORE": "memory://"}
 # nginx answers its own 504 after proxy_read_timeout (60 s): far above this bound.
 TIMEOUT = 10.0
-
-
-def readme_nginx_blocks() -> list[str]:
-    """The nginx configurations of the README's "Behind a proxy" section, as written."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Behind a proxy\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```nginx\n(.*?)```", section, re.S)
 
 
 def fill_ports(block: str, listen: int, upstreams: dict[str, int]) -> str:
@@ -56,7 +49,7 @@ class Proxied:
 def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxied]:
     """One nginx for the module, with four server blocks on free ports of 127.0.0.1."""
     logs = tmp_path_factory.mktemp("proxy")
-    root_block, mounted_block = readme_nginx_blocks()
+    root_block, mounted_block = readme_nginx_blocks("Behind a proxy")
     listen = [free_port() for _ in range(4)]
     stopped_port = free_port()
     with (
@@ -161,8 +154,9 @@ def test_readme_config_serves_202_then_fragment(proxied: Proxied) -> None:
 
 def test_readme_timeouts_exceed_default_deadline() -> None:
     """Every proxy_read_timeout in the README's nginx configs is above the default deadline."""
-    timeouts = re.findall(r"proxy_read_timeout (\d+)s;", "".join(readme_nginx_blocks()))
-    assert len(timeouts) == 2
+    blocks = readme_nginx_blocks("Behind a proxy") + readme_nginx_blocks("HTTP/2")
+    timeouts = re.findall(r"proxy_read_timeout (\d+)s;", "".join(blocks))
+    assert len(timeouts) == len(blocks) == 3
     assert all(int(seconds) > Settings().deadline for seconds in timeouts)
 
 
