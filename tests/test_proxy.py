@@ -43,6 +43,7 @@ class Proxied:
     mounted: str  # the README's configuration for an app under /app/
     stopped: str  # the default config, in front of a port that stopped_port reserves
     stopped_port: int
+    impatient: str  # the default config with proxy_read_timeout 1s
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxied]:
     """One nginx for the module, with four server blocks on free ports of 127.0.0.1."""
     logs = tmp_path_factory.mktemp("proxy")
     root_block, mounted_block = readme_nginx_blocks("Behind a proxy")
-    listen = [free_port() for _ in range(4)]
+    listen = [free_port() for _ in range(5)]
     stopped_port = free_port()
     with (
         hypercorn(APP, logs, env=ENV) as direct,
@@ -65,6 +66,10 @@ server {{
     listen 127.0.0.1:{listen[3]};
     location / {{ proxy_pass http://127.0.0.1:{stopped_port}; }}
 }}
+server {{
+    listen 127.0.0.1:{listen[4]};
+    location / {{ proxy_pass http://127.0.0.1:{direct.port}; proxy_read_timeout 1s; }}
+}}
 """
         http = "\n".join(
             [
@@ -75,7 +80,10 @@ server {{
         )
         with nginx(http, logs / "nginx", ports=listen):
             base = [f"http://127.0.0.1:{port}" for port in listen]
-            yield Proxied(direct, base[0], base[1], base[2], base[3], stopped_port)
+            yield Proxied(direct, base[0], base[1], base[2], base[3], stopped_port, base[4])
+        # Nothing about their shutdown is tested here, and a graceful stop takes seconds.
+        direct.kill()
+        mounted.kill()
 
 
 def get(url: str, method: str = "GET") -> httpx.Response:
@@ -150,6 +158,14 @@ def test_readme_config_serves_202_then_fragment(proxied: Proxied) -> None:
     done = follow(proxied.readme + pending.headers["location"])
     assert done.status_code == 200
     assert done.text == "<p>slow readme</p>"
+
+
+def test_deadline_above_proxy_timeout_gets_the_proxy_504(proxied: Proxied) -> None:
+    """With proxy_read_timeout 1s, a 3 s deadline gets nginx's 504; a 0.5 s one gets the 202."""
+    cut = get(proxied.impatient + "/patient")
+    assert cut.status_code == 504
+    assert "cache-status" not in cut.headers  # nginx's own answer, not workerless's
+    assert get(proxied.impatient + "/slow/impatient").status_code == 202
 
 
 def test_readme_timeouts_exceed_default_deadline() -> None:

@@ -30,6 +30,12 @@ async def slow(name: str) -> str:
     return f"<p>slow {name}</p>"
 
 
+@workerless.fragment("/patient", deadline=3)
+async def patient() -> str:
+    await trio.sleep(5)
+    return "<p>patient</p>"
+
+
 @workerless.fragment("/boom")
 async def boom() -> str:
     raise RuntimeError("upstream exploded")
