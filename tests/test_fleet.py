@@ -64,12 +64,8 @@ def fleet(
     """Three servers sharing the session Redis; each computation takes 1 s, leases 30 s."""
     with ExitStack() as stack:
         yield start_servers(
-            stack,
-            tmp_path_factory.mktemp("fleet"),
-            [1, 1, 1],
-            store_url=redis.url,
-            counter_url=redis.url,
-            WORKERLESS_LEASE="30",
+            stack, tmp_path_factory.mktemp("fleet"), [1, 1, 1],
+            store_url=redis.url, counter_url=redis.url, WORKERLESS_LEASE="30",
         )
 
 
@@ -185,11 +181,7 @@ async def test_killed_lease_holder_is_taken_over_once_its_lease_expires(
     path = f"/fragment/{name}"
     with ExitStack() as stack:
         holder, heir = start_servers(
-            stack,
-            tmp_path,
-            [60, 0.2],
-            store_url=redis.url,
-            counter_url=redis.url,
+            stack, tmp_path, [60, 0.2], store_url=redis.url, counter_url=redis.url,
             WORKERLESS_LEASE="2",
         )
         with trio.fail_after(30):
@@ -221,11 +213,7 @@ async def test_requests_are_served_while_redis_is_down_and_caching_resumes_after
     responses: list[tuple[float, httpx.Response]] = []
     with redis_server() as store_redis, ExitStack() as stack:
         servers = start_servers(
-            stack,
-            tmp_path,
-            [0.1, 0.1],
-            store_url=store_redis.url,
-            counter_url=redis.url,
+            stack, tmp_path, [0.1, 0.1], store_url=store_redis.url, counter_url=redis.url,
             WORKERLESS_LEASE="2",
         )
         with trio.fail_after(60):

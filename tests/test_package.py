@@ -50,7 +50,9 @@ def test_wheel_ships_static_and_templates(wheel: Path) -> None:
     assert not any("screenshots" in name for name in names)
 
 
-def test_installed_wheel_serves_the_demo_outside_the_repo(wheel: Path, tmp_path: Path) -> None:
+def test_installed_wheel_serves_the_demo_outside_the_repo(
+    wheel: Path, tmp_path: Path
+) -> None:
     """pip install of the wheel into a fresh venv, run from elsewhere, serves page and script."""
     venv = tmp_path / "venv"
     subprocess.run(

@@ -200,10 +200,9 @@ async def test_near_cache_off_reads_redis_every_time(redis_url: str) -> None:
 async def test_invalidation_elsewhere_reaches_the_near_cache(redis_url: str) -> None:
     """delete and delete_prefix in another process drop this process's near entries."""
     with trio.fail_after(5):
-        async with (
-            running(RedisStore(redis_url, near_ttl=60)) as one,
-            running(RedisStore(redis_url)) as two,
-        ):
+        async with running(RedisStore(redis_url, near_ttl=60)) as one, running(
+            RedisStore(redis_url)
+        ) as two:
             for key in ("/x/a", "/x/b", "/y"):
                 await one.set(key, b"v", 30)
                 assert await one.get(key) is not None
