@@ -48,7 +48,7 @@ class Proxied:
 
 @pytest.fixture(scope="module")
 def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxied]:
-    """One nginx for the module, with four server blocks on free ports of 127.0.0.1."""
+    """One nginx for the module, with five server blocks on free ports of 127.0.0.1."""
     logs = tmp_path_factory.mktemp("proxy")
     root_block, mounted_block = readme_nginx_blocks("Behind a proxy")
     listen = [free_port() for _ in range(5)]
