@@ -23,6 +23,7 @@ from ._codecs import ResponseCodec
 from ._config import Settings, store_from_url
 from ._errors import ComputationFailed, Overloaded, StillComputing
 from ._events import Event, EventName
+from ._http import app_url, location
 from ._keys import _SAFE_PATH, bound_key, canonical_url
 from ._response import (
     CachedResponse,
@@ -407,12 +408,8 @@ async def _render(view: View, view_args: dict[str, Any]) -> CachedResponse:
 
 
 def _request_url() -> str:
-    """The current request's path and query, canonical (the default key; always ASCII)."""
-    scope = request.scope
-    return canonical_url(
-        scope.get("raw_path") or request.path.encode("utf-8", "surrogatepass"),
-        scope.get("query_string", b""),
-    )
+    """The current request's path below the mount point and query, canonical (the default key)."""
+    return app_url(request.scope, request.path)
 
 
 def _respond(fetched: Fetched[CachedResponse], browser_ttl: float) -> Response:
@@ -458,7 +455,9 @@ def _cache_status(fetched: Fetched[CachedResponse]) -> str:
 def _pending(exc: StillComputing, settings: Settings) -> Response:
     response = current_app.response_class(b"", status=202)
     response.headers.clear()
-    response.headers["Location"] = _request_url()
+    # Without a length, a client speaking HTTP/1.0 (nginx's default upstream) waits for a close.
+    response.headers["Content-Length"] = "0"
+    response.headers["Location"] = location(request.scope, _request_url())
     response.headers["Retry-After"] = str(settings.retry_after)
     response.headers["Cache-Control"] = "no-store"
     detail = "shutting-down" if exc.shutting_down else "pending"
