@@ -165,6 +165,8 @@ async def test_invalidate_key_drops_a_custom_key_route_and_invalidate_url_refuse
                 await workerless.invalidate("/greeting?user=ada")
             assert await workerless.invalidate_key("greeting:ada") is True
             again = await client.get("/greeting", params={"user": "ada"})
+            removed = await workerless.invalidate_prefix("greeting:")
+    assert removed == 1  # prefixes match custom keys too
     assert (first.text, hit.text, again.text) == ("hello ada #1", "hello ada #1", "hello ada #2")
     assert hit.headers["cache-status"].startswith("workerless; hit")
 

@@ -44,8 +44,9 @@ class Workerless:
     """Serves fragment routes on a QuartTrio app, computing each in-process at most once.
 
     Settings given here win over the ``WORKERLESS_*`` environment variables, read when the app
-    starts (not at import).  The fragments' `Cacher` is ``workerless.cacher``: subscribe to its
-    events at any time; its store and limits are set at start-up.
+    starts (not at import); keywords are checked here, by the same rules (TypeError or
+    ValueError naming the keyword).  The fragments' `Cacher` is ``workerless.cacher``: subscribe
+    to its events at any time; its store and limits are set at start-up.
     """
 
     def __init__(
