@@ -101,6 +101,8 @@ def test_asyncio_quart_app_is_refused_naming_quarttrio() -> None:
         ({"deadline": float("inf")}, ValueError, "deadline= of fragment '/f' must be a positive"),
         ({"deadline": "5"}, TypeError, "deadline= of fragment '/f' must be a number, not '5'"),
         ({"ttl": True}, TypeError, "ttl= of fragment '/f' must be a number, not True"),
+        ({"stale": -5}, ValueError, "stale= of fragment '/f' must be 0 or a positive number"),
+        ({"browser_ttl": "60"}, TypeError, "browser_ttl= of fragment '/f' must be a number"),
         ({"key": "user"}, TypeError, "key= of fragment '/f' must be a function, not 'user'"),
         ({"cache_statuses": 200}, TypeError, "cache_statuses= of fragment '/f' must be a func"),
     ],

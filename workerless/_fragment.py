@@ -26,7 +26,14 @@ from ._config import Settings, check_keyword, store_from_url
 from ._errors import ComputationFailed, Overloaded, StillComputing, WorkerlessError
 from ._events import Event, EventName
 from ._keys import _SAFE_PATH, bound_key, canonical_url
-from ._response import CachedResponse, is_private, vary_names
+from ._response import (
+    CachedResponse,
+    etag_matches,
+    header,
+    is_private,
+    strong_etag,
+    vary_names,
+)
 from ._store import Store
 
 __all__ = ["FragmentRoute", "Workerless"]
@@ -63,6 +70,11 @@ class Workerless:
         prefix: str | None = None,
         near_ttl: float | None = None,
         max_computations: int | None = None,
+        max_value_bytes: int | None = None,
+        stale: float | None = None,
+        stale_if_error: float | None = None,
+        early_refresh: float | None = None,
+        browser_ttl: float | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self._keywords: dict[str, Any] = {
@@ -76,6 +88,11 @@ class Workerless:
             "prefix": prefix,
             "near_ttl": near_ttl,
             "max_computations": max_computations,
+            "max_value_bytes": max_value_bytes,
+            "stale": stale,
+            "stale_if_error": stale_if_error,
+            "early_refresh": early_refresh,
+            "browser_ttl": browser_ttl,
         }
         Settings.resolve(self._keywords, {})  # a bad keyword fails here, where it was written
         self._environ = environ
@@ -131,6 +148,9 @@ class Workerless:
         key: KeyFunction | None = None,
         cache_statuses: Callable[[int], bool] | None = None,
         endpoint: str | None = None,
+        stale: float | None = None,
+        stale_if_error: float | None = None,
+        browser_ttl: float | None = None,
         **options: Any,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Register the decorated view as a GET/HEAD fragment route on ``rule``.
@@ -140,10 +160,14 @@ class Workerless:
         available as in any view.  Its response is cached for ``ttl`` seconds when
         ``cache_statuses(status)`` is true (2xx by default).  A request waits ``deadline``
         seconds at most, then gets 202 while the computation goes on; past ``hard_limit``
-        the computation is cancelled and reported as 504.  Unset limits come from the settings.
+        the computation is cancelled and reported as 504.  For ``stale`` seconds after the
+        ttl the old response is served at once while one refresh runs; for ``stale_if_error``
+        seconds after that it is served if the computation fails.  ``browser_ttl`` lets the
+        browser keep a fragment itself (``Cache-Control: private, max-age``); by default it
+        revalidates with the fragment's ``ETag`` (a ``304``).  Unset values come from settings.
 
-        Arguments are checked here by the rules of the settings: a limit that is not a
-        positive number is a ValueError, one that is not a number (``"5"``) or a ``key`` or
+        Arguments are checked here by the rules of the settings: a number out of its range
+        is a ValueError, one that is not a number (``"5"``) or a ``key`` or
         ``cache_statuses`` that is not callable is a TypeError, each naming the argument.  A
         ``key`` returning anything but a str fails that request (a 500, logged with the rule).
         The decorated view is returned unchanged, with its signature.
@@ -152,8 +176,15 @@ class Workerless:
             raise RuntimeError("call Workerless(app) or init_app(app) before registering fragments")
         app = self.app
         where = f" of fragment {rule!r}"
-        limits = {"ttl": ttl, "deadline": deadline, "hard_limit": hard_limit}
-        for name, value in limits.items():
+        numbers = {
+            "ttl": ttl,
+            "deadline": deadline,
+            "hard_limit": hard_limit,
+            "stale": stale,
+            "stale_if_error": stale_if_error,
+            "browser_ttl": browser_ttl,
+        }
+        for name, value in numbers.items():
             if value is not None:
                 check_keyword(name, value, f"{name}={where}")
         for name, function in (("key", key), ("cache_statuses", cache_statuses)):
@@ -169,6 +200,9 @@ class Workerless:
                 hard_limit=hard_limit,
                 key=None if key is None else _checked_key(key, rule),
                 cache_statuses=cache_statuses or _is_success,
+                stale=stale,
+                stale_if_error=stale_if_error,
+                browser_ttl=browser_ttl,
             )
             name = endpoint or view.__name__
             app.add_url_rule(rule, name, route.handle, methods=["GET", "HEAD"], **options)
@@ -244,13 +278,21 @@ class Workerless:
         cacher.store = (
             store
             if isinstance(store, Store)
-            else store_from_url(store, prefix=settings.prefix, near_ttl=settings.near_ttl)
+            else store_from_url(
+                store,
+                prefix=settings.prefix,
+                near_ttl=settings.near_ttl,
+                max_value_bytes=settings.max_value_bytes,
+            )
         )
         cacher.ttl = settings.ttl
         cacher.hard_limit = settings.hard_limit
         cacher.lease = settings.lease
         cacher.grace = settings.grace
         cacher.max_computations = settings.max_computations
+        cacher.stale = settings.stale
+        cacher.stale_if_error = settings.stale_if_error
+        cacher.early_refresh = settings.early_refresh
         assert self.app is not None
         # Quart cancels background tasks this long after shutdown begins: leave room for grace.
         timeout = self.app.config.get("BACKGROUND_TASK_SHUTDOWN_TIMEOUT")
@@ -328,6 +370,9 @@ class FragmentRoute:
         hard_limit: float | None,
         key: KeyFunction | None,
         cache_statuses: Callable[[int], bool],
+        stale: float | None = None,
+        stale_if_error: float | None = None,
+        browser_ttl: float | None = None,
     ) -> None:
         self.workerless = workerless
         self.view = view
@@ -336,6 +381,9 @@ class FragmentRoute:
         self.hard_limit = hard_limit
         self.key = key
         self.cache_statuses = cache_statuses
+        self.stale = stale
+        self.stale_if_error = stale_if_error
+        self.browser_ttl = browser_ttl
 
         # Request headers the view's responses were seen to vary on (``Vary``), learned from
         # its responses: they become part of the key from then on.
@@ -351,6 +399,9 @@ class FragmentRoute:
 
     async def _compute(self, view_args: dict[str, Any], varied: frozenset[str]) -> CachedResponse:
         response = await _render(self.view, view_args)
+        if response.status == 200 and header(response.headers, "etag") is None:
+            etag = ("ETag", strong_etag(response.body))
+            response = CachedResponse(response.status, (*response.headers, etag), response.body)
         names = vary_names(response.headers) - varied - {"*"}
         if names:
             learned = self.vary | names
@@ -380,6 +431,8 @@ class FragmentRoute:
                 hard_limit=self.hard_limit,
                 cacheable=self._cacheable,
                 shareable=partial(self._shareable, varied),
+                stale=self.stale,
+                stale_if_error=self.stale_if_error,
             )
         except StillComputing as exc:
             return _pending(exc, settings)
@@ -390,7 +443,8 @@ class FragmentRoute:
         except Overloaded:
             text = "Too many fragments are being computed; try again shortly."
             return _plain(503, text, settings, "workerless; fwd=miss; detail=overloaded")
-        return _respond(fetched)
+        browser_ttl = settings.browser_ttl if self.browser_ttl is None else self.browser_ttl
+        return _respond(fetched, browser_ttl)
 
 
 _MAX_VARY = 8
@@ -447,26 +501,44 @@ def _request_url() -> str:
     )
 
 
-def _respond(fetched: Fetched[CachedResponse]) -> Response:
+def _respond(fetched: Fetched[CachedResponse], browser_ttl: float) -> Response:
     cached = fetched.value
-    response = current_app.response_class(
-        cached.body, status=cached.status, headers=Headers(list(cached.headers))
-    )
-    if fetched.source == "hit":
+    headers = Headers(cached.headers)
+    if "Cache-Control" not in headers:
+        # Say it for every cache downstream: never a shared one; the browser revalidates with
+        # the ETag, or keeps the fragment for browser_ttl seconds.
+        age = int(browser_ttl)
+        headers["Cache-Control"] = f"private, max-age={age}" if age > 0 else "private, no-cache"
+    headers["Cache-Status"] = _cache_status(fetched)
+    etag = headers.get("ETag")
+    if_none_match = request.headers.get("If-None-Match")
+    if cached.status == 200 and etag and if_none_match and etag_matches(if_none_match, etag):
+        kept = {"cache-control", "cache-status", "content-location", "etag", "expires", "vary"}
+        return current_app.response_class(
+            b"", status=304, headers=Headers([h for h in headers.items() if h[0].lower() in kept])
+        )
+    return current_app.response_class(cached.body, status=cached.status, headers=headers)
+
+
+def _cache_status(fetched: Fetched[CachedResponse]) -> str:
+    """The ``Cache-Status`` field (RFC 9211) saying how this answer was obtained."""
+    cached = fetched.value
+    if fetched.source in ("hit", "stale"):
         ttl = "" if fetched.ttl is None else f"; ttl={int(fetched.ttl)}"
-        status = f"workerless; hit{ttl}"
-    else:
-        status = "workerless; fwd=miss"
-        if cached.status != 200:
-            status += f"; fwd-status={cached.status}"
-        if fetched.source == "collapsed":
-            status += "; collapsed"
-        if fetched.stored:
-            status += "; stored"
-        if not fetched.store_available:
-            status += "; detail=store-unavailable"
-    response.headers["Cache-Status"] = status
-    return response
+        if fetched.source == "hit":
+            return f"workerless; hit{ttl}"
+        detail = "; detail=stale-if-error" if fetched.failure else ""
+        return f"workerless; hit; fwd=stale{ttl}{detail}"
+    status = "workerless; fwd=miss"
+    if cached.status != 200:
+        status += f"; fwd-status={cached.status}"
+    if fetched.source == "collapsed":
+        status += "; collapsed"
+    if fetched.stored:
+        status += "; stored"
+    if not fetched.store_available:
+        status += "; detail=store-unavailable"
+    return status
 
 
 def _pending(exc: StillComputing, settings: Settings) -> Response:
