@@ -9,19 +9,21 @@ import logging
 import multiprocessing
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
-from typing import Any, TypeVar
-from urllib.parse import quote, unquote_to_bytes, urlsplit
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
 
 import trio
-from quart import Blueprint, Quart, Response, copy_current_request_context, current_app, request
+from quart import Blueprint, Request, Response, copy_current_request_context, current_app, request
+from quart_trio import QuartTrio
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 
 from ._assets import STATIC_DIR, TEMPLATES_DIR
 from ._cacher import Cacher, Fetched
+from ._checks import RequireTrio, check_app, stop_hypercorn_worker
 from ._codecs import ResponseCodec
-from ._config import Settings, store_from_url
-from ._errors import ComputationFailed, Overloaded, StillComputing
+from ._config import Settings, check_keyword, store_from_url
+from ._errors import ComputationFailed, Overloaded, StillComputing, WorkerlessError
 from ._events import Event, EventName
 from ._http import app_url, location
 from ._keys import _SAFE_PATH, bound_key, canonical_url
@@ -40,7 +42,9 @@ __all__ = ["FragmentRoute", "Workerless"]
 logger = logging.getLogger("workerless")
 
 E = TypeVar("E", bound=Event)
-KeyFunction = Callable[[Any], str]
+P = ParamSpec("P")
+R = TypeVar("R")
+KeyFunction = Callable[[Request], str]
 View = Callable[..., Any]
 
 
@@ -48,13 +52,14 @@ class Workerless:
     """Serves fragment routes on a QuartTrio app, computing each in-process at most once.
 
     Settings given here win over the ``WORKERLESS_*`` environment variables, read when the app
-    starts (not at import).  The fragments' `Cacher` is ``workerless.cacher``: subscribe to its
-    events at any time; its store and limits are set at start-up.
+    starts (not at import); keywords are checked here, by the same rules (TypeError or
+    ValueError naming the keyword).  The fragments' `Cacher` is ``workerless.cacher``: subscribe
+    to its events at any time; its store and limits are set at start-up.
     """
 
     def __init__(
         self,
-        app: Quart | None = None,
+        app: QuartTrio | None = None,
         *,
         store: Store | str | None = None,
         ttl: float | None = None,
@@ -90,21 +95,29 @@ class Workerless:
             "early_refresh": early_refresh,
             "browser_ttl": browser_ttl,
         }
+        Settings.resolve(self._keywords, {})  # a bad keyword fails here, where it was written
         self._environ = environ
         self.settings = Settings()
         self.cacher: Cacher[CachedResponse] = Cacher(codec=ResponseCodec())
-        self.app: Quart | None = None
+        self.app: QuartTrio | None = None
+        # Endpoint -> rule of the fragment routes with their own key= function.
+        self._custom_keys: dict[str, str] = {}
         self._stop = trio.Event()
         self._stopped = trio.Event()
         self._running = False
         if app is not None:
             self.init_app(app)
 
-    def init_app(self, app: Quart) -> None:
-        """Attach to ``app``: static files and templates, start-up and shutdown hooks."""
+    def init_app(self, app: QuartTrio) -> None:
+        """Attach to ``app``: static files and templates, start-up and shutdown hooks.
+
+        ``app`` must be a QuartTrio app (a TypeError says so otherwise); served under any
+        loop but trio (hypercorn without ``--worker-class trio``) it refuses to start.
+        """
         if self.app is not None:
             raise RuntimeError("this Workerless is already attached to an app")
-        self.app = app
+        self.app = app = check_app(app)
+        app.asgi_app = RequireTrio(app.asgi_app)  # type: ignore[method-assign]
         app.extensions["workerless"] = self
         if "workerless" not in app.blueprints:
             app.register_blueprint(
@@ -140,7 +153,7 @@ class Workerless:
         stale_if_error: float | None = None,
         browser_ttl: float | None = None,
         **options: Any,
-    ) -> Callable[[View], View]:
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Register the decorated view as a GET/HEAD fragment route on ``rule``.
 
         The view runs at most once at a time per key (by default the path and the sorted
@@ -153,39 +166,74 @@ class Workerless:
         seconds after that it is served if the computation fails.  ``browser_ttl`` lets the
         browser keep a fragment itself (``Cache-Control: private, max-age``); by default it
         revalidates with the fragment's ``ETag`` (a ``304``).  Unset values come from settings.
+
+        Arguments are checked here by the rules of the settings: a number out of its range
+        is a ValueError, one that is not a number (``"5"``) or a ``key`` or
+        ``cache_statuses`` that is not callable is a TypeError, each naming the argument.  A
+        ``key`` returning anything but a str fails that request (a 500, logged with the rule).
+        The decorated view is returned unchanged, with its signature.
         """
         if self.app is None:
             raise RuntimeError("call Workerless(app) or init_app(app) before registering fragments")
         app = self.app
+        where = f" of fragment {rule!r}"
+        numbers = {
+            "ttl": ttl,
+            "deadline": deadline,
+            "hard_limit": hard_limit,
+            "stale": stale,
+            "stale_if_error": stale_if_error,
+            "browser_ttl": browser_ttl,
+        }
+        for name, value in numbers.items():
+            if value is not None:
+                check_keyword(name, value, f"{name}={where}")
+        for name, function in (("key", key), ("cache_statuses", cache_statuses)):
+            if function is not None and not callable(function):
+                raise TypeError(f"{name}={where} must be a function, not {function!r}")
 
-        def decorator(view: View) -> View:
+        def decorator(view: Callable[P, R]) -> Callable[P, R]:
             route = FragmentRoute(
                 self,
                 view,
                 ttl=ttl,
                 deadline=deadline,
                 hard_limit=hard_limit,
-                key=key,
+                key=None if key is None else _checked_key(key, rule),
                 cache_statuses=cache_statuses or _is_success,
                 stale=stale,
                 stale_if_error=stale_if_error,
                 browser_ttl=browser_ttl,
             )
-            app.add_url_rule(
-                rule,
-                endpoint or view.__name__,
-                route.handle,
-                methods=["GET", "HEAD"],
-                **options,
-            )
+            name = endpoint or view.__name__
+            app.add_url_rule(rule, name, route.handle, methods=["GET", "HEAD"], **options)
+            if key is not None:
+                self._custom_keys[name] = rule
             return view
 
         return decorator
 
     async def invalidate(self, url: str) -> bool:
-        """Drop the cached fragment for ``url`` (a path with its query, or a full URL)."""
+        """Drop the cached fragment for ``url`` (a path with its query, or a full URL).
+
+        A route with its own ``key=`` function is not cached under its URL: for ``url`` on
+        such a route this raises ValueError; use `invalidate_key` with the key it returns.
+        """
         parts = urlsplit(url)
+        rule = self._custom_key_rule(parts.path)
+        if rule is not None:
+            raise ValueError(
+                f"invalidate({url!r}): fragment {rule!r} has its own key= function, so it is "
+                "not cached under its URL; call invalidate_key() with the string key returns"
+            )
         key = canonical_url(parts.path.encode("utf-8", "surrogatepass"), parts.query.encode())
+        return await self.cacher.invalidate(bound_key(key))
+
+    async def invalidate_key(self, key: str) -> bool:
+        """Drop the cached fragment stored under ``key``: what a route's ``key=`` function returned.
+
+        Return True if it was cached.  Through the store, so across processes with Redis.
+        """
         return await self.cacher.invalidate(bound_key(key))
 
     async def invalidate_prefix(self, prefix: str) -> int:
@@ -194,6 +242,16 @@ class Workerless:
             quote(unquote_to_bytes(prefix), safe=_SAFE_PATH + "?=&")
         )
 
+    def _custom_key_rule(self, path: str) -> str | None:
+        """The rule of the fragment route with its own key= that ``path`` reaches, if any."""
+        if not self._custom_keys or self.app is None:
+            return None
+        try:
+            endpoint, _ = self.app.url_map.bind("localhost").match(unquote(path), method="GET")
+        except HTTPException:  # not found, redirect, wrong method: not such a route
+            return None
+        return self._custom_keys.get(str(endpoint))
+
     def drain(self) -> None:
         """Answer every waiting request 202 at once; computations go on. See the README."""
         self.cacher.drain()
@@ -201,6 +259,19 @@ class Workerless:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def _startup(self) -> None:
+        try:
+            await self._start()
+        except (WorkerlessError, ExceptionGroup) as exc:
+            errors = exc.exceptions if isinstance(exc, ExceptionGroup) else (exc,)
+            if not all(isinstance(error, WorkerlessError) for error in errors):
+                raise
+            # One line, no traceback: in a hypercorn worker the process ends here, so the
+            # message is the last thing printed; elsewhere start-up fails with it, briefly.
+            message = "workerless could not start: " + "; ".join(map(str, errors))
+            stop_hypercorn_worker(message)
+            raise errors[0].with_traceback(None) from None
+
+    async def _start(self) -> None:
         settings = Settings.resolve(self._keywords, self._environ)
         self.settings = settings
         store = settings.store
@@ -230,7 +301,7 @@ class Workerless:
             self.app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = settings.grace + 1
         self._stop = trio.Event()
         self._stopped = trio.Event()
-        await self.app.nursery.start(self._serve)  # type: ignore[attr-defined]
+        await self.app.nursery.start(self._serve)
         logger.info("workerless serving with %r", cacher.store)
 
     async def _serve(
@@ -270,6 +341,21 @@ class Workerless:
 
 def _is_success(status: int) -> bool:
     return 200 <= status < 300
+
+
+def _checked_key(key: KeyFunction, rule: str) -> KeyFunction:
+    """``key``, failing clearly (TypeError naming the rule) when it returns a non-string."""
+
+    def checked(req: Request) -> str:
+        value = key(req)
+        if not isinstance(value, str):
+            raise TypeError(
+                f"the key function of fragment {rule!r} returned "
+                f"{type(value).__name__}, not str: {value!r}"
+            )
+        return value
+
+    return checked
 
 
 class FragmentRoute:
