@@ -44,7 +44,7 @@ def test_past_deadline_fragment_keeps_its_spinner_through_202(turbo: ClientPage)
     slot = frame(turbo, "slow")
     expect(slot).to_have_attribute("data-workerless-state", "pending")
     expect(slot.locator(".wl-spinner")).to_be_visible()
-    assert turbo.statuses("slow") == [202]
+    assert turbo.statuses("slow")[:1] == [202]
 
     expect(slot.locator(".content")).to_have_text("slow content")
     expect(slot.locator(".wl-spinner")).to_have_count(0)
