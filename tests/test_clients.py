@@ -59,6 +59,27 @@ async def test_turbo_frame_is_wrapped_on_the_way_out_never_cached(
     assert int(framed.headers["content-length"]) == len(framed.content)
 
 
+async def test_turbo_frame_has_its_own_etag_and_revalidates(client: httpx.AsyncClient) -> None:
+    """A wrapped body gets an ETag of its own per frame; If-None-Match with it answers 304."""
+    with trio.fail_after(10):
+        plain = await client.get("/fragment/fast")
+        framed = await client.get("/fragment/fast", headers=frame("card-1"))
+        other = await client.get("/fragment/fast", headers=frame("card-2"))
+        again = await client.get(
+            "/fragment/fast", headers=frame("card-1") | {"If-None-Match": framed.headers["etag"]}
+        )
+        crossed = await client.get(
+            "/fragment/fast", headers={"If-None-Match": framed.headers["etag"]}
+        )
+    tags = {plain.headers["etag"], framed.headers["etag"], other.headers["etag"]}
+    assert len(tags) == 3
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again.headers["etag"] == framed.headers["etag"]
+    assert crossed.status_code == 200  # the framed tag never validates the plain body
+    assert crossed.text == plain.text
+
+
 async def test_turbo_leaves_framed_and_non_html_bodies_alone(client: httpx.AsyncClient) -> None:
     """A body that already has the requested frame, and a JSON body, are sent unwrapped."""
     with trio.fail_after(10):

@@ -259,3 +259,112 @@ async def test_requests_are_served_while_redis_is_down_and_caching_resumes_after
     assert first.content == second.content
     for server in servers:
         assert server.log.read_text().count("serving without it") == 1
+
+
+async def test_waiter_takes_over_when_the_dead_holders_lease_ends(
+    redis: RedisServer, counter: redis_py.Redis, tmp_path: Path
+) -> None:
+    """A request already waiting on another server's computation takes over within about
+    half a second of the dead holder's lease ending (lease 3 s), not on its own timer."""
+    name = unique("heir")
+    path = f"/fragment/{name}"
+    with ExitStack() as stack:
+        holder, heir = start_servers(
+            stack, tmp_path, [60, 0.2], store_url=redis.url, counter_url=redis.url,
+            WORKERLESS_LEASE="3",
+        )
+        with trio.fail_after(30):
+            async with client() as http, trio.open_nursery() as nursery:
+                answer: list[httpx.Response] = []
+                answered = trio.Event()
+
+                async def doomed() -> None:
+                    with pytest.raises(httpx.TransportError):
+                        await http.get(holder.url + path)
+
+                async def waiter() -> None:
+                    answer.append(await http.get(heir.url + path))
+                    answered.set()
+
+                nursery.start_soon(doomed)
+                await started_computing(counter, name)
+                nursery.start_soon(waiter)  # waits on the holder's lease from now on
+                await trio.sleep(2.2)  # past the holder's second renewal
+                holder.kill()
+                killed = trio.current_time()
+                await answered.wait()
+                waited = trio.current_time() - killed
+    assert answer[0].status_code == 200
+    assert computations(counter, name) == 2
+    # The lease ran at most 3 s past the kill; waking on a timer of its own took up to 4.1 s.
+    assert waited < 3 + 0.5 + 0.2
+
+
+async def test_waiters_on_another_server_fall_back_at_once_when_redis_dies(
+    redis: RedisServer, counter: redis_py.Redis, tmp_path: Path
+) -> None:
+    """Servers A and B on one Redis; B waits on A's 3 s computation; redis-server is
+    SIGKILLed: B computes the fragment itself at once instead of waiting out A's lease."""
+    name = unique("orphaned-waiter")
+    path = f"/fragment/{name}"
+    answers: dict[str, float] = {}
+    with redis_server() as store_redis, ExitStack() as stack:
+        a, b = start_servers(
+            stack, tmp_path, [3, 3], store_url=store_redis.url, counter_url=redis.url,
+            WORKERLESS_LEASE="15",
+        )
+        with trio.fail_after(30):
+            async with client() as http, trio.open_nursery() as nursery:
+                start = trio.current_time()
+
+                async def get(server: Hypercorn, label: str) -> None:
+                    response = await http.get(server.url + path)
+                    assert response.status_code == 200
+                    answers[label] = trio.current_time() - start
+
+                nursery.start_soon(get, a, "a")
+                await started_computing(counter, name)
+                await trio.sleep(0.5)
+                nursery.start_soon(get, b, "b")
+                await trio.sleep(0.5)
+                assert store_redis.proc is not None
+                store_redis.proc.kill()
+    # B started its own 3 s computation when Redis died (~1 s in), not after the 15 s lease.
+    assert answers["b"] < 1 + 3 + 3
+    assert computations(counter, name) == 2
+
+
+async def test_stale_answers_at_once_and_one_refresh_across_servers(
+    redis: RedisServer, counter: redis_py.Redis, tmp_path: Path
+) -> None:
+    """After the ttl, inside the stale window: 40 concurrent requests over two servers all get
+    the old fragment at once, and exactly one refresh runs in the whole fleet."""
+    name = unique("stale")
+    path = f"/fragment/{name}"
+    with ExitStack() as stack:
+        servers = start_servers(
+            stack, tmp_path, [1, 1], store_url=redis.url, counter_url=redis.url,
+            WORKERLESS_TTL="1", WORKERLESS_STALE="60", WORKERLESS_EARLY_REFRESH="0",
+            WORKERLESS_NEAR_TTL="0",
+        )
+        with trio.fail_after(30):
+            async with client() as http:
+                first = await http.get(servers[0].url + path)
+                await trio.sleep(1.2)
+                responses: list[httpx.Response] = []
+
+                async def get(server: Hypercorn) -> None:
+                    responses.append(await http.get(server.url + path))
+
+                started = trio.current_time()
+                async with trio.open_nursery() as nursery:
+                    for n in range(40):
+                        nursery.start_soon(get, servers[n % 2])
+                answered_in = trio.current_time() - started
+                await trio.sleep(1.5)  # the refresh takes 1 s
+                fresh = await http.get(servers[1].url + path)
+    assert {r.content for r in responses} == {first.content}
+    assert all("fwd=stale" in r.headers["Cache-Status"] for r in responses)
+    assert answered_in < 1  # nobody waited for the 1 s refresh
+    assert computations(counter, name) == 2
+    assert computation(fresh) == 2

@@ -5,10 +5,15 @@ from __future__ import annotations
 import importlib.util
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 import trio
+from apps.contract_app import make_app
 from servers import ROOT, serve_in_process
+
+import workerless
 
 
 async def test_readme_example_serves_skeleton_and_fragments(tmp_path: Path) -> None:
@@ -30,3 +35,50 @@ async def test_readme_example_serves_skeleton_and_fragments(tmp_path: Path) -> N
     assert "/workerless/static/workerless.js" in page.text
     assert fragment.text == "<p>result for a</p>"
     assert fragment.headers["cache-status"] == "workerless; fwd=miss; stored"
+
+
+async def test_readme_cacher_snippet_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """The Cacher section's snippet runs as written: one computation, the typed listener sees
+    the hit of a second fetch."""
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"### `Cacher\(.*?```python\n(.*?)```", readme, re.S)
+    assert match is not None
+    calls: list[str] = []
+
+    async def perform_slow_external_call(query: str) -> str:
+        calls.append(query)
+        return f"result for {query}"
+
+    body = [f"    {line}" for line in match.group(1).splitlines()]
+    body += [
+        "        await cacher.fetch(f'find:{query}', lambda: perform_slow_external_call(query))"
+    ]
+    body += ["    return value"]
+    namespace: dict[str, Any] = dict(vars(workerless))
+    namespace.update(query="a", perform_slow_external_call=perform_slow_external_call)
+    exec("async def snippet():\n" + "\n".join(body), namespace)  # the README's own text
+    with trio.fail_after(5):
+        value = await namespace["snippet"]()
+    assert value == "result for a"
+    assert calls == ["a"]
+    assert capsys.readouterr().out == "hit find:a\n"
+
+
+async def test_readme_freshness_snippet_registers_its_windows() -> None:
+    """The Freshness section's route registers with the ttl and windows it shows, and serves."""
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"## Freshness.*?```python\n(.*?)```", readme, re.S)
+    assert match is not None
+    app, workerless_, _ = make_app()
+
+    async def render_prices() -> str:
+        return "<p>prices</p>"
+
+    namespace: dict[str, Any] = {"workerless": workerless_, "render_prices": render_prices}
+    exec(match.group(1), namespace)  # the README's own text
+    route = app.view_functions["prices"].__self__
+    assert (route.ttl, route.stale, route.stale_if_error) == (60, 600, 86400)
+    with trio.fail_after(10):
+        async with serve_in_process(app) as url, httpx.AsyncClient(base_url=url) as client:
+            response = await client.get("/prices")
+    assert response.text == "<p>prices</p>"

@@ -2,92 +2,46 @@
 
 from __future__ import annotations
 
-import inspect
-import json
 import logging
+import math
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import replace
 from types import TracebackType
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import trio
 
-from ._errors import ComputationFailed, StillComputing, StoreUnavailable
-from ._events import CacherStatistics, Event, EventName, Failed, Hit, Miss, Stored
+from ._claim import Claimed, Failure, Found, LeaseKeeper, claim
+from ._codecs import Codec, JSONCodec
+from ._errors import ComputationFailed, Overloaded, StillComputing
+from ._events import (
+    CacherStatistics,
+    Event,
+    EventName,
+    Failed,
+    Hit,
+    Listeners,
+    Miss,
+    Refreshed,
+    Rejected,
+    Stale,
+    Stored,
+)
+from ._flight import Fetched, Flight, Rules, Success
+from ._freshness import Envelope, Standing, should_refresh_early, standing
+from ._guard import GuardedStore
 from ._memory import MemoryStore
-from ._store import Entry, Notice, Store
+from ._store import MAX_LEASE, Entry, Notice, Store, Watch
 
-__all__ = ["Cacher", "Codec", "Fetched", "JSONCodec", "Listener"]
+__all__ = ["Cacher", "Fetched"]
 
 logger = logging.getLogger("workerless")
 
 T = TypeVar("T")
-Listener = Callable[[Any], Awaitable[None] | None]
-_EVENT_NAMES: tuple[EventName, ...] = ("hit", "miss", "stored", "failed")
-_UNDECODED: Any = object()  # no usable stored value (a stored value may be None itself)
-STORE_RETRY_INTERVAL = 1.0  # seconds between attempts to reach a store that went down
-
-
-class Codec(Protocol[T]):
-    """Turns values into the bytes a store keeps, and back."""
-
-    def encode(self, value: T) -> bytes: ...
-
-    def decode(self, data: bytes) -> T: ...
-
-
-class JSONCodec:
-    """The default codec: any JSON-serialisable value (never pickle: a shared store is input)."""
-
-    def encode(self, value: Any) -> bytes:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-    def decode(self, data: bytes) -> Any:
-        return json.loads(data)
-
-
-@dataclass(frozen=True, slots=True)
-class Fetched(Generic[T]):
-    """A value and how it was obtained.
-
-    ``source`` is ``"hit"`` (read from the store), ``"computed"`` (this call started the
-    computation that produced it) or ``"collapsed"`` (it joined a computation started by
-    another caller, in this process or another).  ``stored`` tells whether the value is in
-    the store; ``ttl`` is its remaining lifetime on a hit.
-    """
-
-    value: T
-    source: Literal["hit", "computed", "collapsed"]
-    stored: bool = False
-    ttl: float | None = None
-    store_available: bool = True
-
-
-class _Flight:
-    """One running computation of one key in this process, and what its waiters will get."""
-
-    __slots__ = (
-        "computed_here",
-        "done",
-        "failure",
-        "key",
-        "store_available",
-        "stored",
-        "value",
-        "wake",
-    )
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-        self.wake = trio.Event()  # set when done, or when the cacher starts draining
-        self.done = False
-        self.value: Any = None
-        self.failure: tuple[str, bool] | None = None  # (reason, timed_out)
-        self.stored = False
-        self.computed_here = False
-        self.store_available = True
+E = TypeVar("E", bound=Event)
+_MISSING: Any = object()  # no usable stored value (a stored value may be None itself)
 
 
 class Cacher(Generic[T]):
@@ -99,6 +53,7 @@ class Cacher(Generic[T]):
     ttl and handed to every waiter.  If the computation raises or passes ``hard_limit``,
     every waiter gets `ComputationFailed`, nothing is stored, and the next call computes again.
     A waiter whose ``deadline`` passes gets `StillComputing` while the computation goes on.
+    A miss while ``max_computations`` computations run in this process gets `Overloaded`.
 
     Use it as ``async with Cacher(store) as cacher:``; the store is opened and closed with it.
     """
@@ -111,27 +66,54 @@ class Cacher(Generic[T]):
         hard_limit: float = 120.0,
         lease: float = 15.0,
         grace: float = 3.0,
+        max_computations: int = 1000,
+        stale: float = 0.0,
+        stale_if_error: float = 0.0,
+        early_refresh: float = 1.0,
         codec: Codec[T] | None = None,
     ) -> None:
-        if ttl <= 0 or hard_limit <= 0 or lease <= 0 or grace < 0:
-            raise ValueError("ttl, hard_limit and lease must be positive, grace not negative")
-        self.store: Store = store if store is not None else MemoryStore()
+        if ttl <= 0 or hard_limit <= 0 or lease <= 0 or max_computations < 1:
+            raise ValueError("ttl, hard_limit, lease and max_computations must be positive")
+        if grace < 0 or stale < 0 or stale_if_error < 0 or early_refresh < 0:
+            raise ValueError("grace, stale, stale_if_error and early_refresh must not be negative")
+        if lease > MAX_LEASE:  # stores break longer leases as foreign
+            raise ValueError(f"lease must be at most {MAX_LEASE:g} s")
+        self._guard = GuardedStore(
+            store if store is not None else MemoryStore(), self._wake_waiting
+        )
         self.ttl = ttl
         self.hard_limit = hard_limit
         self.lease = lease
         self.grace = grace
+        self.max_computations = max_computations
+        self.stale = stale
+        self.stale_if_error = stale_if_error
+        self.early_refresh = early_refresh
         self.codec: Codec[T] = codec if codec is not None else JSONCodec()
-        self._listeners: dict[str, list[Listener]] = {name: [] for name in _EVENT_NAMES}
-        self._flights: dict[str, _Flight] = {}
-        self._leases: dict[str, str] = {}  # key -> token, for computations running here
+        self._listeners = Listeners()
+        self._flights: dict[str, Flight] = {}  # misses' flights, by key: later misses join them
+        self._refreshing: dict[str, Flight] = {}  # background refreshes: readers never wait
+        self._running: set[Flight] = set()  # every running flight
+        self._waiting: set[Watch] = set()  # watches blocked on another process's computation
+        self._keeper = LeaseKeeper(self._guard)
         self._nursery: trio.Nursery | None = None
         self._stack: AsyncExitStack | None = None
         self._idle = trio.Event()
         self._idle.set()
         self._draining = False
-        self._store_available = True
-        self._store_retry_at = 0.0  # while the store is down, skip it until this trio time
-        self._hits = self._misses = self._collapsed = self._computations = self._failures = 0
+        self._hits = self._misses = self._collapsed = 0
+        self._computations = self._failures = self._rejected = self._stale = 0
+
+    @property
+    def store(self) -> Store:
+        """The store values live in; may be replaced only while the cacher is not running."""
+        return self._guard.store
+
+    @store.setter
+    def store(self, store: Store) -> None:
+        if self._nursery is not None:
+            raise RuntimeError("cannot replace the store of a running Cacher")
+        self._guard.store = store
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -139,7 +121,7 @@ class Cacher(Generic[T]):
         if self._nursery is not None:
             raise RuntimeError("this Cacher is already running")
         stack = AsyncExitStack()
-        await stack.enter_async_context(self._running())
+        await stack.enter_async_context(self._serving())
         self._stack = stack
         return self
 
@@ -154,30 +136,31 @@ class Cacher(Generic[T]):
         return await stack.__aexit__(exc_type, exc, tb)
 
     @asynccontextmanager
-    async def _running(self) -> AsyncIterator[None]:
-        await self.store.open()
+    async def _serving(self) -> AsyncIterator[None]:
+        store = self.store
+        await store.open()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self._draining = False
-                await nursery.start(self.store.run)
-                nursery.start_soon(self._renew_leases)
+                await nursery.start(store.run)
+                nursery.start_soon(self._keeper.run, lambda: self.lease / 3, lambda: self.lease)
                 try:
                     yield
                 finally:
                     self.drain()
                     with trio.move_on_after(self.grace):
                         await self.wait_idle()
-                    if self._flights:
+                    if self._running:
                         logger.warning(
                             "cancelling %d computation(s) still running at shutdown",
-                            len(self._flights),
+                            len(self._running),
                         )
                     nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
             with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await self.store.aclose()
+                await store.aclose()
 
     def drain(self) -> None:
         """Stop holding callers: every waiter, now and later, gets `StillComputing` at once.
@@ -186,7 +169,7 @@ class Cacher(Generic[T]):
         fill the store; hits are still served.
         """
         self._draining = True
-        for flight in self._flights.values():
+        for flight in self._running:
             flight.wake.set()
 
     @property
@@ -199,34 +182,32 @@ class Cacher(Generic[T]):
 
     # -- events ----------------------------------------------------------------------------
 
-    def on(self, event: EventName, callback: Listener) -> Callable[[], None]:
-        """Call ``callback(event)`` on every ``"hit"``, ``"miss"``, ``"stored"`` or ``"failed"``.
+    @overload
+    def on(
+        self, event: type[E], callback: Callable[[E], Awaitable[None] | None]
+    ) -> Callable[[], None]: ...
 
-        Sync callbacks run inline and must be quick; async ones run in the cacher's nursery.
-        An exception in a callback is logged and never reaches the caller.  Returns a function
+    @overload
+    def on(
+        self, event: EventName, callback: Callable[[Any], Awaitable[None] | None]
+    ) -> Callable[[], None]: ...
+
+    def on(
+        self, event: Any, callback: Callable[[Any], Awaitable[None] | None]
+    ) -> Callable[[], None]:
+        """Call ``callback(event)`` for every event of a type: ``on(Hit, callback)``.
+
+        A base class subscribes to its subclasses (``on(Event, ...)``: everything).  The
+        names ``"hit"``, ``"miss"``, ``"stored"``, ``"failed"``, ``"rejected"`` work too.  Sync
+        callbacks run inline and must be quick; async ones run in the cacher's nursery.  An
+        exception in a callback is logged and never reaches the caller.  Returns a function
         that removes the callback.
         """
-        if event not in self._listeners:
-            raise ValueError(f"unknown event {event!r}; expected one of {_EVENT_NAMES}")
-        self._listeners[event].append(callback)
-        return lambda: self._listeners[event].remove(callback)
+        return self._listeners.subscribe(event, callback)
 
-    def _emit(self, name: EventName, event: Event) -> None:
-        for callback in self._listeners[name]:
-            try:
-                result = callback(event)
-            except Exception:
-                logger.exception("%s listener %r raised", name, callback)
-                continue
-            if inspect.isawaitable(result) and self._nursery is not None:
-                self._nursery.start_soon(self._await_listener, name, result)
-
-    @staticmethod
-    async def _await_listener(name: str, awaitable: Awaitable[None]) -> None:
-        try:
-            await awaitable
-        except Exception:
-            logger.exception("async %s listener raised", name)
+    def _emit(self, event: Event) -> None:
+        nursery = self._nursery
+        self._listeners.emit(event, None if nursery is None else nursery.start_soon)
 
     def statistics(self) -> CacherStatistics:
         return CacherStatistics(
@@ -235,8 +216,10 @@ class Cacher(Generic[T]):
             collapsed=self._collapsed,
             computations=self._computations,
             failures=self._failures,
-            running=len(self._flights),
-            store_available=self._store_available,
+            running=len(self._running),
+            store_available=self._guard.available,
+            rejected=self._rejected,
+            stale=self._stale,
         )
 
     # -- fetching --------------------------------------------------------------------------
@@ -263,7 +246,10 @@ class Cacher(Generic[T]):
         ttl: float | None = None,
         deadline: float | None = None,
         cacheable: Callable[[T], bool] | None = None,
+        shareable: Callable[[T], bool] | None = None,
         hard_limit: float | None = None,
+        stale: float | None = None,
+        stale_if_error: float | None = None,
     ) -> Fetched[T]:
         """Return the value under ``key`` and how it was obtained.
 
@@ -271,52 +257,93 @@ class Cacher(Generic[T]):
         the same key join it.  Each caller waits up to ``deadline`` seconds (None: until the
         computation ends) and then gets `StillComputing`; the computation continues.  If it
         raises or passes the hard limit, every waiter gets `ComputationFailed`.  A value for
-        which ``cacheable(value)`` is false is handed to the waiters but not stored.
-        ``ttl`` and ``hard_limit`` default to the cacher's own.
+        which ``cacheable(value)`` is false is not stored; one for which ``shareable(value)``
+        is false is neither stored nor handed to the callers who joined: each of them computes
+        for itself (a private answer is never shared).  A miss while ``max_computations`` run
+        here raises `Overloaded`.
+
+        For ``stale`` seconds after its ttl a value is still returned at once (source
+        ``"stale"``) while one refresh runs in the background (one per fleet through the
+        lease); for ``stale_if_error`` seconds after that, a caller waits for the computation
+        as on a miss, but gets the old value instead of `ComputationFailed` if it fails.  With
+        ``early_refresh`` above 0 (XFetch's beta; 1 by default), a hit may start that refresh
+        before the ttl ends, the sooner the longer the last computation took.
+        Unset arguments default to the cacher's own.
         """
         nursery = self._nursery
         if nursery is None:
             raise RuntimeError("the Cacher is not running: use `async with cacher:` first")
+        rules = Rules(
+            self.ttl if ttl is None else ttl,
+            self.hard_limit if hard_limit is None else hard_limit,
+            cacheable,
+            shareable,
+            self.stale if stale is None else stale,
+            self.stale_if_error if stale_if_error is None else stale_if_error,
+        )
+        fallback: tuple[T, float] | None = None  # an old value, if the computation fails
         # A computation of this key already running here answers sooner than the store can, and
         # joining it first keeps a stampede from queueing one store read per request.
         flight = self._flights.get(key)
         if flight is None:
-            entry = await self._get(key)
-            decoded = self._decode(key, entry)
-            if entry is not None and decoded is not _UNDECODED:
-                self._hits += 1
-                self._emit("hit", Hit(key, entry.ttl))
-                return Fetched(decoded, "hit", stored=True, ttl=entry.ttl)
+            entry = await self._guard.get(key)
+            found = self._read(key, entry)
+            if found is not None:
+                value, envelope = found
+                position, fresh_left = standing(envelope, entry.ttl if entry else None)
+                if position is Standing.FRESH:
+                    self._hits += 1
+                    if self.early_refresh and should_refresh_early(
+                        envelope.duration, fresh_left, self.early_refresh
+                    ):
+                        self._refresh(key, compute, rules, envelope.generation)
+                    left = None if fresh_left == math.inf else fresh_left
+                    if self._listeners.wanted(Hit):
+                        self._emit(Hit(key, left))
+                    return Fetched(value, "hit", stored=True, ttl=left)
+                if position is Standing.STALE:
+                    self._stale += 1
+                    self._refresh(key, compute, rules, envelope.generation)
+                    self._emit(Stale(key, -fresh_left))
+                    return Fetched(value, "stale", stored=True, ttl=fresh_left)
+                if position is Standing.STALE_IF_ERROR:
+                    fallback = (value, fresh_left)
             flight = self._flights.get(key)  # one may have started while we read the store
         collapsed = flight is not None
         if flight is None:
-            flight = self._flights[key] = _Flight(key)
-            if self._idle.is_set():  # keep an unset one: wait_idle() callers hold it
-                self._idle = trio.Event()
-            limits = (
-                self.ttl if ttl is None else ttl,
-                self.hard_limit if hard_limit is None else hard_limit,
-            )
-            nursery.start_soon(self._fly, flight, compute, limits, cacheable)
+            flight = self._flights[key] = self._start(key, compute, rules)
         else:
             self._collapsed += 1
         self._misses += 1
-        self._emit("miss", Miss(key, collapsed))
-
-        if not flight.done and not self._draining:
-            with trio.move_on_after(float("inf") if deadline is None else deadline):
-                await flight.wake.wait()
-        if not flight.done:
-            raise StillComputing(key, collapsed=collapsed, shutting_down=self._draining)
-        if flight.failure is not None:
-            reason, timed_out = flight.failure
-            raise ComputationFailed(key, reason, timed_out=timed_out)
+        self._emit(Miss(key, collapsed))
+        outcome = await self._wait(flight, deadline, collapsed)
+        if isinstance(outcome, Success) and collapsed and not outcome.shared:
+            # Hit-for-miss: the answer was private to its caller; compute our own, unshared.
+            outcome = await self._wait(
+                self._start(key, compute, rules, coordinated=False), deadline, collapsed
+            )
+        if isinstance(outcome, Failure):
+            if fallback is not None:
+                self._stale += 1
+                self._emit(Stale(key, -fallback[1], outcome.reason))
+                value, fresh_left = fallback
+                return Fetched(value, "stale", stored=True, ttl=fresh_left, failure=outcome.reason)
+            raise ComputationFailed(key, outcome.reason, timed_out=outcome.timed_out)
         source: Literal["computed", "collapsed"] = (
-            "computed" if flight.computed_here and not collapsed else "collapsed"
+            "computed" if outcome.computed_here and not collapsed else "collapsed"
         )
         return Fetched(
-            flight.value, source, stored=flight.stored, store_available=flight.store_available
+            outcome.value, source, stored=outcome.stored, store_available=flight.store_available
         )
+
+    def _refresh(
+        self, key: str, compute: Callable[[], Awaitable[T]], rules: Rules[T], replacing: bytes
+    ) -> None:
+        """Recompute ``key`` in the background unless that already runs here or the cap is hit."""
+        if key in self._refreshing or len(self._running) >= self.max_computations:
+            return
+        rules = replace(rules, replacing=replacing)
+        self._refreshing[key] = self._start(key, compute, rules)
 
     async def invalidate(self, key: str) -> bool:
         """Remove ``key`` from the store; True if it was there."""
@@ -326,220 +353,189 @@ class Cacher(Generic[T]):
         """Remove every key starting with ``prefix``; return how many were removed."""
         return await self.store.delete_prefix(prefix)
 
-    # -- the store, with degradation -------------------------------------------------------
+    def _start(
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[T]],
+        rules: Rules[T],
+        *,
+        coordinated: bool = True,
+    ) -> Flight:
+        if len(self._running) >= self.max_computations:
+            self._rejected += 1
+            self._emit(Rejected(key, self.max_computations))
+            raise Overloaded(key, self.max_computations)
+        assert self._nursery is not None
+        flight = Flight(key, coordinated=coordinated)
+        self._running.add(flight)
+        if self._idle.is_set():  # keep an unset one: wait_idle() callers hold it
+            self._idle = trio.Event()
+        self._nursery.start_soon(self._fly, flight, compute, rules)
+        return flight
 
-    async def _get(self, key: str) -> Entry | None:
-        if not self._store_available and trio.current_time() < self._store_retry_at:
-            return None  # known down: don't make every request wait for a timeout
-        try:
-            entry = await self.store.get(key)
-        except StoreUnavailable as exc:
-            self._store_down(exc)
-            return None
-        self._store_up()
-        return entry
+    async def _wait(
+        self, flight: Flight, deadline: float | None, collapsed: bool
+    ) -> Success[T] | Failure:
+        if not flight.done and not self._draining:
+            with trio.move_on_after(float("inf") if deadline is None else deadline):
+                await flight.wake.wait()
+        if not flight.done:
+            raise StillComputing(flight.key, collapsed=collapsed, shutting_down=self._draining)
+        assert flight.outcome is not None
+        return flight.outcome
 
-    def _decode(self, key: str, entry: Entry | None) -> Any:
-        """The value of a stored entry, or _UNDECODED if there is none or it is garbage."""
+    def _read(self, key: str, entry: Entry | None) -> tuple[T, Envelope] | None:
+        """The value of a stored entry and its envelope; None if there is none or it is garbage."""
         if entry is None:
-            return _UNDECODED
+            return None
         try:
-            return self.codec.decode(entry.value)
-        except Exception:
-            # Another app's or an older version's bytes: compute again and overwrite them.
-            logger.warning("cannot decode the stored value of %r; computing it again", key)
-            return _UNDECODED
+            envelope = Envelope.unpack(entry.value)
+            return self.codec.decode(envelope.payload), envelope
+        except Exception as exc:
+            # Another app's, an older version's or planted bytes: compute again, overwrite them.
+            logger.warning("ignoring the stored value of %r (%s); computing it again", key, exc)
+            return None
 
-    def _store_down(self, exc: StoreUnavailable) -> None:
-        self._store_retry_at = trio.current_time() + STORE_RETRY_INTERVAL
-        if self._store_available:
-            self._store_available = False
-            logger.warning(
-                "store %r unavailable (%s): serving without it, computing in this process",
-                self.store,
-                exc,
-            )
+    def _fresh(self, rules: Rules[T]) -> Callable[[str, Entry | None], Any]:
+        """What counts as found for a computation: a fresh value it does not replace."""
 
-    def _store_up(self) -> None:
-        if not self._store_available:
-            self._store_available = True
-            logger.warning("store %r available again: caching resumes", self.store)
+        def decode(key: str, entry: Entry | None) -> Any:
+            found = self._read(key, entry)
+            if found is None:
+                return _MISSING
+            value, envelope = found
+            position, _ = standing(envelope, entry.ttl if entry else None)
+            if position is not Standing.FRESH or envelope.generation == rules.replacing:
+                return _MISSING
+            return value
+
+        return decode
+
+    def _wake_waiting(self) -> None:
+        """The store went down: waiters on other processes' computations compute here now."""
+        for watch in tuple(self._waiting):
+            watch.deliver(Notice(watch.key, "abandoned", "store unavailable"))
 
     # -- the computation -------------------------------------------------------------------
 
     async def _fly(
-        self,
-        flight: _Flight,
-        compute: Callable[[], Awaitable[T]],
-        limits: tuple[float, float],
-        cacheable: Callable[[T], bool] | None,
+        self, flight: Flight, compute: Callable[[], Awaitable[T]], rules: Rules[T]
     ) -> None:
         try:
-            await self._settle(flight, compute, limits, cacheable)
+            if flight.coordinated:
+                token = secrets.token_hex(16)
+                found = await claim(
+                    self._guard,
+                    flight.key,
+                    token,
+                    self.lease,
+                    self._fresh(rules),
+                    _MISSING,
+                    self._waiting,
+                )
+            else:
+                found = Claimed(None)
+            if isinstance(found, Found):
+                flight.outcome = Success(found.value, stored=True, shared=True, computed_here=False)
+            elif isinstance(found, Failure):
+                flight.outcome = found
+            else:
+                flight.outcome = await self._compute(flight, compute, rules, found.token)
         except trio.Cancelled:
-            if flight.failure is None and not flight.done:
-                flight.failure = ("cancelled while shutting down", False)
+            if flight.outcome is None:
+                flight.outcome = Failure("cancelled while shutting down")
             raise
         except Exception as exc:  # a bug of ours or of a store: still answer every waiter
             logger.exception("computing %r failed unexpectedly", flight.key)
-            if not flight.done:
-                flight.failure = (f"{type(exc).__name__}", False)
+            if flight.outcome is None:
+                flight.outcome = Failure(type(exc).__name__)
         finally:
             self._resolve(flight)
 
-    def _resolve(self, flight: _Flight) -> None:
+    def _resolve(self, flight: Flight) -> None:
         if flight.done:
             return
         flight.done = True
-        flight.store_available = self._store_available
+        flight.store_available = self._guard.available
         if self._flights.get(flight.key) is flight:
             del self._flights[flight.key]
-        if not self._flights:
+        if self._refreshing.get(flight.key) is flight:
+            del self._refreshing[flight.key]
+        self._running.discard(flight)
+        if not self._running:
             self._idle.set()
         flight.wake.set()
 
-    async def _settle(
-        self,
-        flight: _Flight,
-        compute: Callable[[], Awaitable[T]],
-        limits: tuple[float, float],
-        cacheable: Callable[[T], bool] | None,
-    ) -> None:
-        key = flight.key
-        token = secrets.token_hex(16)
-        leased = False
-        while self._store_available:
-            with self.store.watch(key) as watch:
-                # Re-check after registering: a completion between our miss and now is seen.
-                decoded = self._decode(key, await self._get(key))
-                if decoded is not _UNDECODED:
-                    flight.value = decoded
-                    flight.stored = True
-                    return
-                if not self._store_available:
-                    break
-                try:
-                    leased = await self.store.acquire_lease(key, token, self.lease)
-                except StoreUnavailable as exc:
-                    self._store_down(exc)
-                    break
-                if leased:
-                    break
-                # Another process computes: its notice wakes us; if it died, its lease expires.
-                notice: Notice | None = None
-                with trio.move_on_after(self.lease):
-                    notice = await watch.wait()
-                if notice is not None and notice.outcome in ("failed", "timed_out"):
-                    flight.failure = (notice.reason, notice.outcome == "timed_out")
-                    return
-        await self._compute(flight, compute, limits, cacheable, token if leased else None)
-
     async def _compute(
         self,
-        flight: _Flight,
+        flight: Flight,
         compute: Callable[[], Awaitable[T]],
-        limits: tuple[float, float],
-        cacheable: Callable[[T], bool] | None,
+        rules: Rules[T],
         token: str | None,
-    ) -> None:
+    ) -> Success[T] | Failure:
         key = flight.key
-        ttl, hard_limit = limits
         self._computations += 1
         if token is not None:
-            self._leases[key] = token
+            self._keeper.held[key] = token
         started = trio.current_time()
-        notice: Notice
+        outcome: Success[T] | Failure
         try:
-            epoch = await self._epoch()
+            epoch = await self._guard.epoch()
             try:
-                with trio.move_on_after(hard_limit) as limit:
+                with trio.move_on_after(rules.hard_limit) as limit:
                     value = await compute()
             finally:
-                self._leases.pop(key, None)
+                self._keeper.held.pop(key, None)
             if limit.cancelled_caught:
-                reason = f"ran past the hard limit of {hard_limit:g} s"
+                reason = f"ran past the hard limit of {rules.hard_limit:g} s"
                 logger.error("computing %r %s; cancelled", key, reason)
-                flight.failure = (reason, True)
-                notice = Notice(key, "timed_out", reason)
+                outcome = Failure(reason, timed_out=True)
+                notice = Notice(key, "timed_out", reason, token=token or "")
             else:
-                cached = cacheable is None or cacheable(value)
-                flight.value = value
-                flight.computed_here = True
-                if cached and self._store_available:
-                    flight.stored = await self._put(key, value, ttl, epoch)
-                notice = Notice(key, "stored", cached=flight.stored)
-                if flight.stored:
-                    self._emit("stored", Stored(key, ttl, trio.current_time() - started))
+                shared = rules.shareable is None or rules.shareable(value)
+                cached = shared and (rules.cacheable is None or rules.cacheable(value))
+                duration = trio.current_time() - started
+                stored = (
+                    cached
+                    and epoch is not None
+                    and await self._put(key, value, rules, duration, epoch)
+                )
+                outcome = Success(value, stored=stored, shared=shared, computed_here=True)
+                notice = Notice(key, "stored", cached=stored, token=token or "")
+                if stored:
+                    self._emit(Stored(key, rules.ttl, duration))
+                    if rules.replacing is not None:
+                        self._emit(Refreshed(key, duration))
         except trio.Cancelled:
             # Shutting down: free the key at once so another process can take it over.
             with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await self._announce(Notice(key, "abandoned", "cancelled"), token)
+                await self._guard.announce(
+                    Notice(key, "abandoned", "cancelled", token=token or ""), token
+                )
             raise
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"[:200]
             logger.error("computing %r failed: %s", key, reason, exc_info=exc)
-            flight.failure = (reason, False)
-            notice = Notice(key, "failed", reason)
-        if flight.failure is not None:
+            outcome = Failure(reason)
+            notice = Notice(key, "failed", reason, token=token or "")
+        if isinstance(outcome, Failure):
             self._failures += 1
-            reason, timed_out = flight.failure
-            self._emit("failed", Failed(key, reason, timed_out))
-        # Give the lease back and tell other processes before answering local waiters: a new
-        # local request in between joins this flight instead of finding the lease still held.
-        with trio.CancelScope(shield=True), trio.move_on_after(5):
-            await self._announce(notice, token)
-        self._resolve(flight)
+            self._emit(Failed(key, outcome.reason, outcome.timed_out))
+        if flight.coordinated:
+            # Give the lease back and tell other processes before answering local waiters: a
+            # new local request in between joins this flight instead of finding the lease held.
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await self._guard.announce(notice, token)
+        return outcome
 
-    async def _epoch(self) -> int | None:
-        """The store's invalidation epoch before a computation; None if it cannot be read."""
-        if not self._store_available:
-            return None
+    async def _put(self, key: str, value: T, rules: Rules[T], duration: float, epoch: int) -> bool:
         try:
-            return await self.store.epoch()
-        except StoreUnavailable as exc:
-            self._store_down(exc)
-            return None
-
-    async def _put(self, key: str, value: T, ttl: float, epoch: int | None) -> bool:
-        if epoch is None:
-            return False  # the store was away when the computation began: don't guess
-        try:
-            data = self.codec.encode(value)
+            payload = self.codec.encode(value)
         except Exception:
             logger.exception("cannot encode the value of %r; not stored", key)
             return False
-        try:
-            stored = await self.store.set(key, data, ttl, epoch=epoch)
-        except StoreUnavailable as exc:
-            self._store_down(exc)
-            return False
+        envelope = Envelope.new(payload, rules.stale, rules.stale_if_error, duration)
+        stored = await self._guard.set(key, envelope.pack(), rules.ttl + envelope.windows, epoch)
         if not stored:
             logger.info("%r not stored: invalidated while computing, or refused by the store", key)
         return stored
-
-    async def _announce(self, notice: Notice, token: str | None) -> None:
-        if not self._store_available:
-            return  # nobody can hear us; a lease we hold expires by itself
-        try:
-            if token is not None:
-                await self.store.release_lease(notice.key, token)
-            await self.store.publish(notice)
-        except StoreUnavailable as exc:
-            self._store_down(exc)
-
-    async def _renew_leases(self) -> None:
-        """Keep the leases of running computations alive: one store call per period for all."""
-        while True:
-            await trio.sleep(self.lease / 3)
-            if not self._leases or not self._store_available:
-                continue
-            held = dict(self._leases)
-            try:
-                lost = await self.store.renew_leases(held, self.lease)
-            except StoreUnavailable as exc:
-                self._store_down(exc)
-                continue
-            for key in lost:
-                if self._leases.get(key) == held[key]:
-                    del self._leases[key]
-                    logger.warning("lost the lease on %r while computing it", key)

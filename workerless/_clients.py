@@ -8,10 +8,14 @@ and a plain request never gets a body adapted for htmx or Turbo.  Every fragment
 
 from __future__ import annotations
 
+import hashlib
 from html import escape
 from urllib.parse import urlsplit
 
-from quart import Response, request
+from quart import Response, current_app, request
+from werkzeug.datastructures import Headers
+
+from ._response import etag_matches
 
 __all__ = ["VARIES_ON", "adapt_for_client"]
 
@@ -19,7 +23,11 @@ VARIES_ON = ("HX-Request", "Turbo-Frame")
 
 # The Cache-Status details (see _fragment) of the answers workerless writes itself.
 _PENDING = frozenset({"pending", "shutting-down"})
-_FAILED = frozenset({"error", "not-running"})
+_FAILED = frozenset({"error", "not-running", "overloaded"})
+
+# Statuses with no body to wrap, and what a 304 keeps of the 200 it stands for.
+_NO_BODY = frozenset({204, 304})
+_KEPT = frozenset({"cache-control", "cache-status", "content-location", "etag", "expires", "vary"})
 
 _ERROR_MESSAGE = "This part of the page could not be loaded (HTTP {status})."
 _PENDING_MESSAGE = "Still computing this part of the page."
@@ -109,11 +117,31 @@ async def _for_turbo(response: Response, frame: str) -> Response:
     elif response.status_code >= 500 and detail in _FAILED:
         retry = f'<a class="wl-retry" href="{url}" data-workerless-retry>Retry</a>'
         body = _error_box(response.status_code, retry)
-    elif response.mimetype == "text/html":
+    elif response.mimetype == "text/html" and response.status_code not in _NO_BODY:
         body = await response.get_data(as_text=True)
         if f'<turbo-frame id="{frame_id}"' in body:  # the view wrapped it itself
             return response
     else:
         return response
     _set_html(response, f'<turbo-frame id="{frame_id}">{body}</turbo-frame>')
-    return response
+    return _retagged(response, frame)
+
+
+def _retagged(response: Response, frame: str) -> Response:
+    """``response`` with an ETag of its own for this frame, or 304 if the request has it.
+
+    A wrapped body is another representation, so it needs another entity tag (RFC 9110
+    section 8.8.3); a browser revalidating its wrapped copy then still gets its 304.
+    """
+    etag = response.headers.get("ETag")
+    if etag is None:
+        return response
+    weak, opaque = etag.startswith("W/"), etag.removeprefix("W/").strip('"')
+    digest = hashlib.sha256(frame.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    tagged = f'{"W/" if weak else ""}"{opaque}.frame-{digest}"'
+    response.headers["ETag"] = tagged
+    if_none_match = request.headers.get("If-None-Match")
+    if response.status_code != 200 or not if_none_match or not etag_matches(if_none_match, tagged):
+        return response
+    kept = [(name, value) for name, value in response.headers.items() if name.lower() in _KEPT]
+    return current_app.response_class(b"", status=304, headers=Headers(kept))

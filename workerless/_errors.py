@@ -5,7 +5,9 @@ from __future__ import annotations
 __all__ = [
     "ComputationFailed",
     "ConfigurationError",
+    "Overloaded",
     "StillComputing",
+    "StoreError",
     "StoreUnavailable",
     "WorkerlessError",
 ]
@@ -19,8 +21,17 @@ class ConfigurationError(WorkerlessError, ValueError):
     """A setting (keyword or environment variable) has a value workerless cannot use."""
 
 
-class StoreUnavailable(WorkerlessError):
-    """The store could not be reached; the backend's own exception is chained as __cause__."""
+class StoreError(WorkerlessError):
+    """The store answered but refused: a missing ACL permission, a cluster redirection, a
+    script error.  Retrying does not help; the backend's own exception is chained as __cause__.
+    """
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached (an outage or a timeout); calls may succeed later.
+
+    The backend's own exception is chained as __cause__.
+    """
 
 
 class StillComputing(WorkerlessError):
@@ -48,3 +59,15 @@ class ComputationFailed(WorkerlessError):
         self.key = key
         self.reason = reason
         self.timed_out = timed_out
+
+
+class Overloaded(WorkerlessError):
+    """A miss found this process already running its maximum number of computations.
+
+    Nothing was started; hits and requests joining a running computation are not affected.
+    """
+
+    def __init__(self, key: str, limit: int) -> None:
+        super().__init__(f"not computing {key!r}: {limit} computations already running")
+        self.key = key
+        self.limit = limit

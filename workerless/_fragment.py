@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import logging
 import multiprocessing
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 import trio
@@ -18,17 +20,26 @@ from werkzeug.exceptions import HTTPException
 from ._assets import STATIC_DIR, TEMPLATES_DIR
 from ._cacher import Cacher, Fetched
 from ._clients import adapt_for_client
+from ._codecs import ResponseCodec
 from ._config import Settings, store_from_url
-from ._errors import ComputationFailed, StillComputing
-from ._events import EventName
+from ._errors import ComputationFailed, Overloaded, StillComputing
+from ._events import Event, EventName
 from ._keys import _SAFE_PATH, bound_key, canonical_url
-from ._response import CachedResponse, ResponseCodec
+from ._response import (
+    CachedResponse,
+    etag_matches,
+    header,
+    is_private,
+    strong_etag,
+    vary_names,
+)
 from ._store import Store
 
 __all__ = ["FragmentRoute", "Workerless"]
 
 logger = logging.getLogger("workerless")
 
+E = TypeVar("E", bound=Event)
 KeyFunction = Callable[[Any], str]
 View = Callable[..., Any]
 
@@ -54,6 +65,12 @@ class Workerless:
         retry_after: int | None = None,
         prefix: str | None = None,
         near_ttl: float | None = None,
+        max_computations: int | None = None,
+        max_value_bytes: int | None = None,
+        stale: float | None = None,
+        stale_if_error: float | None = None,
+        early_refresh: float | None = None,
+        browser_ttl: float | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self._keywords: dict[str, Any] = {
@@ -66,6 +83,12 @@ class Workerless:
             "retry_after": retry_after,
             "prefix": prefix,
             "near_ttl": near_ttl,
+            "max_computations": max_computations,
+            "max_value_bytes": max_value_bytes,
+            "stale": stale,
+            "stale_if_error": stale_if_error,
+            "early_refresh": early_refresh,
+            "browser_ttl": browser_ttl,
         }
         self._environ = environ
         self.settings = Settings()
@@ -97,8 +120,10 @@ class Workerless:
         app.before_serving(self._startup)
         app.after_serving(self._shutdown)
 
-    def on(self, event: EventName, callback: Callable[[Any], Any]) -> Callable[[], None]:
-        """Subscribe to the fragment cacher's events; see `Cacher.on`."""
+    def on(
+        self, event: type[E] | EventName, callback: Callable[[E], Awaitable[None] | None]
+    ) -> Callable[[], None]:
+        """Subscribe to the fragment cacher's events by type (``on(Hit, ...)``); see Cacher.on."""
         return self.cacher.on(event, callback)
 
     def fragment(
@@ -111,6 +136,9 @@ class Workerless:
         key: KeyFunction | None = None,
         cache_statuses: Callable[[int], bool] | None = None,
         endpoint: str | None = None,
+        stale: float | None = None,
+        stale_if_error: float | None = None,
+        browser_ttl: float | None = None,
         **options: Any,
     ) -> Callable[[View], View]:
         """Register the decorated view as a GET/HEAD fragment route on ``rule``.
@@ -120,7 +148,11 @@ class Workerless:
         available as in any view.  Its response is cached for ``ttl`` seconds when
         ``cache_statuses(status)`` is true (2xx by default).  A request waits ``deadline``
         seconds at most, then gets 202 while the computation goes on; past ``hard_limit``
-        the computation is cancelled and reported as 504.  Unset limits come from the settings.
+        the computation is cancelled and reported as 504.  For ``stale`` seconds after the
+        ttl the old response is served at once while one refresh runs; for ``stale_if_error``
+        seconds after that it is served if the computation fails.  ``browser_ttl`` lets the
+        browser keep a fragment itself (``Cache-Control: private, max-age``); by default it
+        revalidates with the fragment's ``ETag`` (a ``304``).  Unset values come from settings.
         """
         if self.app is None:
             raise RuntimeError("call Workerless(app) or init_app(app) before registering fragments")
@@ -135,6 +167,9 @@ class Workerless:
                 hard_limit=hard_limit,
                 key=key,
                 cache_statuses=cache_statuses or _is_success,
+                stale=stale,
+                stale_if_error=stale_if_error,
+                browser_ttl=browser_ttl,
             )
             app.add_url_rule(
                 rule,
@@ -173,12 +208,21 @@ class Workerless:
         cacher.store = (
             store
             if isinstance(store, Store)
-            else store_from_url(store, prefix=settings.prefix, near_ttl=settings.near_ttl)
+            else store_from_url(
+                store,
+                prefix=settings.prefix,
+                near_ttl=settings.near_ttl,
+                max_value_bytes=settings.max_value_bytes,
+            )
         )
         cacher.ttl = settings.ttl
         cacher.hard_limit = settings.hard_limit
         cacher.lease = settings.lease
         cacher.grace = settings.grace
+        cacher.max_computations = settings.max_computations
+        cacher.stale = settings.stale
+        cacher.stale_if_error = settings.stale_if_error
+        cacher.early_refresh = settings.early_refresh
         assert self.app is not None
         # Quart cancels background tasks this long after shutdown begins: leave room for grace.
         timeout = self.app.config.get("BACKGROUND_TASK_SHUTDOWN_TIMEOUT")
@@ -241,6 +285,9 @@ class FragmentRoute:
         hard_limit: float | None,
         key: KeyFunction | None,
         cache_statuses: Callable[[int], bool],
+        stale: float | None = None,
+        stale_if_error: float | None = None,
+        browser_ttl: float | None = None,
     ) -> None:
         self.workerless = workerless
         self.view = view
@@ -249,9 +296,33 @@ class FragmentRoute:
         self.hard_limit = hard_limit
         self.key = key
         self.cache_statuses = cache_statuses
+        self.stale = stale
+        self.stale_if_error = stale_if_error
+        self.browser_ttl = browser_ttl
+
+        # Request headers the view's responses were seen to vary on (``Vary``), learned from
+        # its responses: they become part of the key from then on.
+        self.vary: frozenset[str] = frozenset()
 
     def _cacheable(self, response: CachedResponse) -> bool:
         return self.cache_statuses(response.status)
+
+    def _shareable(self, varied: frozenset[str], response: CachedResponse) -> bool:
+        """Whether a response computed under a key covering ``varied`` may serve others."""
+        names = vary_names(response.headers)
+        return not is_private(response.headers) and "*" not in names and names <= varied
+
+    async def _compute(self, view_args: dict[str, Any], varied: frozenset[str]) -> CachedResponse:
+        response = await _render(self.view, view_args)
+        if response.status == 200 and header(response.headers, "etag") is None:
+            etag = ("ETag", strong_etag(response.body))
+            response = CachedResponse(response.status, (*response.headers, etag), response.body)
+        names = vary_names(response.headers) - varied - {"*"}
+        if names:
+            learned = self.vary | names
+            # A view varying on more than a few headers is per-request: leave it uncached.
+            self.vary = learned if len(learned) <= _MAX_VARY else self.vary
+        return response
 
     async def handle(self, **view_args: Any) -> Response:
         """The Quart view: the answer, adapted on the way out for htmx or Turbo if they ask."""
@@ -260,35 +331,60 @@ class FragmentRoute:
     async def _answer(self, **view_args: Any) -> Response:
         """Serve from the cache, wait on the computation, or answer 202."""
         workerless = self.workerless
+        settings = workerless.settings
         if not workerless._running:
             return _plain(
                 503,
                 "The server is starting or stopping.",
-                workerless.settings,
+                settings,
                 "workerless; detail=not-running",
             )
-        settings = workerless.settings
-        key = bound_key(self.key(request) if self.key else _request_url())
+        varied = self.vary
+        key = _variant(bound_key(self.key(request) if self.key else _request_url()), varied)
         try:
             fetched = await workerless.cacher.fetch_result(
                 key,
-                partial(_render, self.view, view_args),
+                partial(self._compute, view_args, varied),
                 ttl=settings.ttl if self.ttl is None else self.ttl,
                 deadline=settings.deadline if self.deadline is None else self.deadline,
                 hard_limit=self.hard_limit,
                 cacheable=self._cacheable,
+                shareable=partial(self._shareable, varied),
+                stale=self.stale,
+                stale_if_error=self.stale_if_error,
             )
         except StillComputing as exc:
             return _pending(exc, settings)
         except ComputationFailed as exc:
             status = 504 if exc.timed_out else 502
-            return _plain(
-                status,
-                "This fragment could not be computed.",
-                settings,
-                "workerless; fwd=miss; detail=error",
-            )
-        return _respond(fetched)
+            text = "This fragment could not be computed."
+            return _plain(status, text, settings, "workerless; fwd=miss; detail=error")
+        except Overloaded:
+            text = "Too many fragments are being computed; try again shortly."
+            return _plain(503, text, settings, "workerless; fwd=miss; detail=overloaded")
+        browser_ttl = settings.browser_ttl if self.browser_ttl is None else self.browser_ttl
+        return _respond(fetched, browser_ttl)
+
+
+_MAX_VARY = 8
+VARIANT_MARK = "#v="
+
+
+def _variant(key: str, varied: frozenset[str]) -> str:
+    """``key`` for this request's values of the headers the route varies on.
+
+    A request with credentials (``Authorization``) always gets a key of its own: a shared
+    answer is never served to it, nor its answer to anyone else (RFC 9111 section 3.5).
+    """
+    names = sorted(varied)
+    credentials = request.headers.get("Authorization")
+    if credentials is not None and "authorization" not in varied:
+        names.append("authorization")
+    if not names:
+        return key
+    values = [[name, request.headers.get(name, "")] for name in names]
+    digest = hashlib.sha256(json.dumps(values).encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{key}{VARIANT_MARK}{digest[:32]}"
 
 
 async def _render(view: View, view_args: dict[str, Any]) -> CachedResponse:
@@ -324,26 +420,44 @@ def _request_url() -> str:
     )
 
 
-def _respond(fetched: Fetched[CachedResponse]) -> Response:
+def _respond(fetched: Fetched[CachedResponse], browser_ttl: float) -> Response:
     cached = fetched.value
-    response = current_app.response_class(
-        cached.body, status=cached.status, headers=Headers(list(cached.headers))
-    )
-    if fetched.source == "hit":
+    headers = Headers(cached.headers)
+    if "Cache-Control" not in headers:
+        # Say it for every cache downstream: never a shared one; the browser revalidates with
+        # the ETag, or keeps the fragment for browser_ttl seconds.
+        age = int(browser_ttl)
+        headers["Cache-Control"] = f"private, max-age={age}" if age > 0 else "private, no-cache"
+    headers["Cache-Status"] = _cache_status(fetched)
+    etag = headers.get("ETag")
+    if_none_match = request.headers.get("If-None-Match")
+    if cached.status == 200 and etag and if_none_match and etag_matches(if_none_match, etag):
+        kept = {"cache-control", "cache-status", "content-location", "etag", "expires", "vary"}
+        return current_app.response_class(
+            b"", status=304, headers=Headers([h for h in headers.items() if h[0].lower() in kept])
+        )
+    return current_app.response_class(cached.body, status=cached.status, headers=headers)
+
+
+def _cache_status(fetched: Fetched[CachedResponse]) -> str:
+    """The ``Cache-Status`` field (RFC 9211) saying how this answer was obtained."""
+    cached = fetched.value
+    if fetched.source in ("hit", "stale"):
         ttl = "" if fetched.ttl is None else f"; ttl={int(fetched.ttl)}"
-        status = f"workerless; hit{ttl}"
-    else:
-        status = "workerless; fwd=miss"
-        if cached.status != 200:
-            status += f"; fwd-status={cached.status}"
-        if fetched.source == "collapsed":
-            status += "; collapsed"
-        if fetched.stored:
-            status += "; stored"
-        if not fetched.store_available:
-            status += "; detail=store-unavailable"
-    response.headers["Cache-Status"] = status
-    return response
+        if fetched.source == "hit":
+            return f"workerless; hit{ttl}"
+        detail = "; detail=stale-if-error" if fetched.failure else ""
+        return f"workerless; hit; fwd=stale{ttl}{detail}"
+    status = "workerless; fwd=miss"
+    if cached.status != 200:
+        status += f"; fwd-status={cached.status}"
+    if fetched.source == "collapsed":
+        status += "; collapsed"
+    if fetched.stored:
+        status += "; stored"
+    if not fetched.store_available:
+        status += "; detail=store-unavailable"
+    return status
 
 
 def _pending(exc: StillComputing, settings: Settings) -> Response:

@@ -107,6 +107,21 @@ def make_app(
         response.headers["X-Kept"] = "yes"
         return response
 
+    @workerless.fragment("/cache-control/<name>", deadline=5.0)
+    async def cache_control(name: str) -> Any:
+        """Answers with ``Cache-Control: <?cc=...>`` once the gate ``name`` opens."""
+        probe.computations[f"cache-control/{name}"] += 1
+        count = probe.computations[f"cache-control/{name}"]
+        await probe.gate(name).wait()
+        return f"{name} #{count}", 200, {"Cache-Control": request.args.get("cc", "")}
+
+    @workerless.fragment("/vary/<name>")
+    async def vary(name: str) -> Any:
+        """Answers in the request's Accept-Language, varying on ``?on=`` (default that header)."""
+        probe.computations[f"vary/{name}"] += 1
+        language = request.headers.get("Accept-Language", "none")
+        return f"{name} in {language}", 200, {"Vary": request.args.get("on", "Accept-Language")}
+
     @app.post("/admin/invalidate")
     async def invalidate() -> Any:
         url = request.args["url"]
