@@ -17,9 +17,9 @@ from werkzeug.datastructures import Headers
 
 from ._response import etag_matches
 
-__all__ = ["VARIES_ON", "adapt_for_client"]
+__all__ = ["adapt_for_client"]
 
-VARIES_ON = ("HX-Request", "Turbo-Frame")
+_VARIES_ON = ("HX-Request", "Turbo-Frame")
 
 # The Cache-Status details (see _fragment) of the answers workerless writes itself.
 _PENDING = frozenset({"pending", "shutting-down"})
@@ -39,13 +39,14 @@ async def adapt_for_client(response: Response) -> Response:
     ``HX-Request: true`` (htmx): a 202 gets ``HX-Reswap: none`` (the slot keeps its spinner)
     and ``HX-Trigger: workerless:pending``; a 5xx written by workerless becomes an HTML error
     box with a Retry button, swapped ``innerHTML``.  ``Turbo-Frame: <id>`` (Turbo): HTML is
-    wrapped in ``<turbo-frame id="<id>">`` unless the view already did; a 202 and a 5xx become
-    HTML frames (a note with a link, an error box with a Retry link).  Statuses never change.
+    wrapped in ``<turbo-frame id="<id>">`` unless the view already did, with an ETag of its own;
+    a 202 and a 5xx become HTML frames (a note with a link, an error box with a Retry link).
+    Statuses never change.
     Other requests get ``response`` as it is, with ``Vary`` added.
     """
     _add_vary(response)
     if request.headers.get("HX-Request") == "true":
-        return await _for_htmx(response)
+        return _for_htmx(response)
     frame = request.headers.get("Turbo-Frame")
     if frame:
         return await _for_turbo(response, frame)
@@ -55,9 +56,9 @@ async def adapt_for_client(response: Response) -> Response:
 def _add_vary(response: Response) -> None:
     existing = response.headers.get("Vary", "")
     present = {value.strip().lower() for value in existing.split(",")}
-    missing = [name for name in VARIES_ON if name.lower() not in present]
+    missing = [name for name in _VARIES_ON if name.lower() not in present]
     if missing and "*" not in present:
-        response.headers["Vary"] = ", ".join([v for v in (existing.strip(),) if v] + missing)
+        response.headers["Vary"] = ", ".join(filter(None, [existing.strip(), *missing]))
 
 
 def _detail(response: Response) -> str | None:
@@ -90,7 +91,7 @@ def _set_html(response: Response, html: str) -> None:
     response.mimetype = "text/html"
 
 
-async def _for_htmx(response: Response) -> Response:
+def _for_htmx(response: Response) -> Response:
     detail = _detail(response)
     if response.status_code == 202 and detail in _PENDING:
         # htmx 2 swaps a 2xx, even an empty one: keep the spinner, let the extension ask again.
