@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 from ._assets import STATIC_DIR, TEMPLATES_DIR
 from ._cacher import Cacher, Fetched
 from ._checks import RequireTrio, check_app, stop_hypercorn_worker
+from ._clients import adapt_for_client
 from ._codecs import ResponseCodec
 from ._config import Settings, check_keyword, store_from_url
 from ._errors import ComputationFailed, Overloaded, StillComputing, WorkerlessError
@@ -411,7 +412,11 @@ class FragmentRoute:
         return response
 
     async def handle(self, **view_args: Any) -> Response:
-        """The Quart view: serve from the cache, wait on the computation, or answer 202."""
+        """The Quart view: the answer, adapted on the way out for htmx or Turbo if they ask."""
+        return await adapt_for_client(await self._answer(**view_args))
+
+    async def _answer(self, **view_args: Any) -> Response:
+        """Serve from the cache, wait on the computation, or answer 202."""
         workerless = self.workerless
         settings = workerless.settings
         if not workerless._running:
