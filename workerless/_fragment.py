@@ -228,14 +228,20 @@ class Workerless:
                 "not cached under its URL; call invalidate_key() with the string key returns"
             )
         key = canonical_url(parts.path.encode("utf-8", "surrogatepass"), parts.query.encode())
-        return await self.cacher.invalidate(bound_key(key))
+        return await self._drop(bound_key(key))
 
     async def invalidate_key(self, key: str) -> bool:
         """Drop the cached fragment stored under ``key``: what a route's ``key=`` function returned.
 
         Return True if it was cached.  Through the store, so across processes with Redis.
         """
-        return await self.cacher.invalidate(bound_key(key))
+        return await self._drop(bound_key(key))
+
+    async def _drop(self, key: str) -> bool:
+        """Drop ``key`` and its variants (one per value of the headers it varies on, one per
+        credentials), which live under ``key`` + VARIANT_MARK."""
+        removed = await self.cacher.invalidate(key)
+        return await self.cacher.invalidate_prefix(key + VARIANT_MARK) > 0 or removed
 
     async def invalidate_prefix(self, prefix: str) -> int:
         """Drop every cached fragment whose URL starts with ``prefix``; return how many."""
