@@ -530,14 +530,16 @@ async def test_early_refresh_recomputes_a_hot_key_before_it_expires() -> None:
     upstream = Clocked()
     sources: list[str] = []
     with trio.fail_after(10):
-        async with Cacher(ttl=0.5) as cacher:
+        # beta 4: with this 50 ms computation, refreshes start ~0.2-0.5 s before expiry, so a
+        # loaded machine pausing this loop for a while still finds the key refreshed.
+        async with Cacher(ttl=1.0, early_refresh=4) as cacher:
             await cacher.fetch("hot", upstream)
             end = trio.current_time() + 2
             while trio.current_time() < end:
                 sources.append((await cacher.fetch_result("hot", upstream)).source)
                 await trio.sleep(0.005)
     assert set(sources) == {"hit"}
-    assert upstream.calls >= 3  # refreshed in the background, several times in 2 s
+    assert upstream.calls >= 2  # refreshed in the background before each expiry
 
 
 async def test_corrupt_freshness_record_is_a_miss() -> None:
