@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Mapping
 
 import pytest
@@ -356,7 +357,7 @@ async def test_leases_of_running_computations_are_renewed_together(
             nursery.start_soon(cacher.fetch, f"k{i}", upstream)
         await trio.sleep(2.0)  # well past the 0.6 s lease
         for i in range(10):
-            assert not (await store.acquire_lease(f"k{i}", "intruder", 1.0)).acquired
+            assert not (await store.acquire_lease(f"k{i}", secrets.token_hex(16), 1.0)).acquired
     assert upstream.calls == 10
     assert max(store.renewal_batches) == 10
     assert len(store.renewal_batches) < 20

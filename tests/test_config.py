@@ -40,6 +40,8 @@ def test_environment_then_keywords() -> None:
         ({"WORKERLESS_DEADLINE": "-1"}, "WORKERLESS_DEADLINE must be a positive number"),
         ({"WORKERLESS_HARD_LIMIT": "nan"}, "WORKERLESS_HARD_LIMIT must be a positive number"),
         ({"WORKERLESS_STORE": ""}, "WORKERLESS_STORE must be a non-empty string"),
+        ({"WORKERLESS_LEASE": "7200"}, "WORKERLESS_LEASE must be at most 3600 s"),
+        ({"WORKERLESS_MAX_VALUE_BYTES": "0"}, "WORKERLESS_MAX_VALUE_BYTES must be a positive"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
@@ -66,11 +68,13 @@ async def test_environment_is_read_when_the_app_starts_not_at_import() -> None:
     workerless = Workerless(app, environ=env)
     env["WORKERLESS_TTL"] = "42"
     env["WORKERLESS_STORE"] = "memory://?max_entries=3"
+    env["WORKERLESS_MAX_VALUE_BYTES"] = "1000"
     with trio.fail_after(5):
         async with app.test_app():
             assert workerless.cacher.ttl == 42.0
             assert isinstance(workerless.cacher.store, MemoryStore)
             assert workerless.cacher.store.max_entries == 3
+            assert workerless.cacher.store.max_value_bytes == 1000
 
 
 def start_up_log(tmp_path: Path, **variables: str) -> str:

@@ -1,25 +1,23 @@
-"""MemoryStore: ttl expiry, LRU bounds, leases and notices within one process."""
+"""MemoryStore beyond the store contract (test_store_contract.py): its LRU bounds and URL."""
 
 from __future__ import annotations
 
 import pytest
 import trio
 
-from workerless import MemoryStore, Notice
+from workerless import ConfigurationError, MemoryStore, store_from_url
 
 
-async def test_ttl_expiry(autojump_clock: trio.abc.Clock) -> None:
-    """A value is served until its ttl passes, with its remaining ttl, then it is gone."""
+async def test_expired_entries_are_dropped_when_touched(autojump_clock: trio.abc.Clock) -> None:
+    """A value is served with its remaining ttl until it passes, then it no longer counts."""
     store = MemoryStore()
     await store.set("k", b"v", ttl=10)
     await trio.sleep(4)
     entry = await store.get("k")
-    assert entry is not None
-    assert entry.value == b"v"
-    assert entry.ttl == pytest.approx(6)
+    assert entry is not None and entry.ttl == pytest.approx(6)
     await trio.sleep(6.5)
     assert await store.get("k") is None
-    assert store.size == 0
+    assert store.size == 0 and store.nbytes == 0
 
 
 async def test_lru_eviction_by_entries() -> None:
@@ -42,52 +40,23 @@ async def test_lru_eviction_by_bytes() -> None:
     await store.set("c", b"x" * 40, 60)
     assert await store.get("a") is None
     assert store.nbytes <= 100
-    await store.set("huge", b"x" * 500, 60)
+    assert not await store.set("huge", b"x" * 500, 60)
     assert await store.get("huge") is None
     assert store.nbytes <= 100
 
 
-async def test_delete_and_delete_prefix() -> None:
-    """delete removes one key; delete_prefix removes exactly the keys under a prefix."""
-    store = MemoryStore()
-    for key in ("/f/a", "/f/b", "/g/a"):
-        await store.set(key, b"v", 60)
-    assert await store.delete("/f/a")
-    assert not await store.delete("/f/a")
-    assert await store.delete_prefix("/f/") == 1
-    assert await store.get("/g/a") is not None
-
-
-async def test_lease_is_exclusive_until_released_or_expired(autojump_clock: trio.abc.Clock) -> None:
-    """One token holds a lease; another cannot take it until release or expiry."""
-    store = MemoryStore()
-    assert await store.acquire_lease("k", "one", ttl=5)
-    assert not await store.acquire_lease("k", "two", ttl=5)
-    await store.release_lease("k", "two")  # not the holder: no effect
-    assert not await store.acquire_lease("k", "two", ttl=5)
-    assert await store.renew_lease("k", "one", ttl=5)
-    assert not await store.renew_lease("k", "two", ttl=5)
-    await trio.sleep(6)
-    assert await store.acquire_lease("k", "two", ttl=5)
-    await store.release_lease("k", "two")
-    assert await store.acquire_lease("k", "three", ttl=5)
-
-
-async def test_notice_wakes_watchers_of_that_key_only() -> None:
-    """publish wakes every watch registered on the key and no other."""
-    store = MemoryStore()
-    with store.watch("k") as first, store.watch("k") as second, store.watch("other") as other:
-        await store.publish(Notice("k", "stored"))
-        with trio.fail_after(1):
-            assert (await first.wait()).outcome == "stored"
-            assert (await second.wait()).key == "k"
-        with trio.move_on_after(0.05) as scope:
-            await other.wait()
-        assert scope.cancelled_caught
-    assert not store._watches
-
-
 def test_bounds_must_be_positive() -> None:
     """Nonsense bounds are refused at construction."""
-    with pytest.raises(ValueError):
-        MemoryStore(max_entries=0)
+    for bounds in ({"max_entries": 0}, {"max_bytes": 0}, {"max_value_bytes": 0}):
+        with pytest.raises(ValueError):
+            MemoryStore(**bounds)
+
+
+def test_memory_url_sets_the_value_bound() -> None:
+    """memory://?max_value_bytes=N bounds values; store_from_url's own bound is the default."""
+    store = store_from_url("memory://?max_value_bytes=1000&max_entries=5")
+    assert isinstance(store, MemoryStore)
+    assert (store.max_value_bytes, store.max_entries) == (1000, 5)
+    assert store_from_url("memory://", max_value_bytes=77).max_value_bytes == 77
+    with pytest.raises(ConfigurationError, match="max_value_bytes"):
+        store_from_url("memory://?max_value=1")

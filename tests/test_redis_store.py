@@ -1,16 +1,22 @@
-"""RedisStore against a real redis-server: values, leases, notices, faults and shutdown."""
+"""RedisStore against a real redis-server: what the store contract does not cover (near cache,
+listener, prefixes, outages, refusals, planted data, redaction); the contract is run in
+test_store_contract.py."""
 
 from __future__ import annotations
 
+import logging
+import re
+import secrets
+import subprocess
 import threading
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis as redis_py
 import trio
-from servers import RedisServer, free_port, redis_server
+from servers import RedisServer, free_port, redis_server, wait_for_port
 
 from workerless import (
     Cacher,
@@ -18,9 +24,11 @@ from workerless import (
     ConfigurationError,
     Notice,
     RedisStore,
+    StoreError,
     StoreUnavailable,
     store_from_url,
 )
+from workerless.testing import running_store
 
 pytestmark = pytest.mark.redis
 
@@ -41,18 +49,11 @@ def own_redis() -> Iterator[RedisServer]:
         yield server
 
 
-@asynccontextmanager
-async def running(store: RedisStore) -> AsyncIterator[RedisStore]:
-    """``store`` opened, with its notice listener running, as a Cacher would run it."""
-    await store.open()
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(store.run)
-            yield store
-            nursery.cancel_scope.cancel()
-    finally:
-        with trio.CancelScope(shield=True):
-            await store.aclose()
+running = running_store
+
+
+def token() -> str:
+    return secrets.token_hex(16)
 
 
 def listener_threads() -> int:
@@ -60,60 +61,6 @@ def listener_threads() -> int:
 
 
 # -- values -------------------------------------------------------------------------------
-
-
-async def test_set_then_get_returns_value_and_remaining_ttl(redis_url: str) -> None:
-    """A stored value comes back with its remaining ttl, read in the same round trip."""
-    with trio.fail_after(5):
-        async with running(RedisStore(redis_url)) as store:
-            assert await store.get("/a") is None
-            await store.set("/a", b"\x00body", 30)
-            entry = await store.get("/a")
-            assert entry is not None
-            assert entry.value == b"\x00body"
-            assert entry.ttl is not None and 29 < entry.ttl <= 30
-
-
-async def test_values_expire_after_their_ttl(redis_url: str) -> None:
-    """A value is stored with PX: it is gone once its ttl (here 0.2 s) has passed."""
-    with trio.fail_after(5):
-        async with running(RedisStore(redis_url)) as store:
-            await store.set("/short", b"v", 0.2)
-            assert await store.get("/short") is not None
-            await trio.sleep(0.4)
-            assert await store.get("/short") is None
-
-
-async def test_set_with_non_positive_ttl_removes_the_value(redis_url: str) -> None:
-    """Setting with ttl <= 0 leaves nothing stored, as MemoryStore does."""
-    with trio.fail_after(5):
-        async with running(RedisStore(redis_url)) as store:
-            await store.set("/a", b"v", 30)
-            await store.set("/a", b"w", 0)
-            assert await store.get("/a") is None
-
-
-async def test_delete_reports_whether_the_key_was_there(redis_url: str) -> None:
-    """delete removes a value and tells whether there was one."""
-    with trio.fail_after(5):
-        async with running(RedisStore(redis_url)) as store:
-            await store.set("/a", b"v", 30)
-            assert await store.delete("/a") is True
-            assert await store.delete("/a") is False
-            assert await store.get("/a") is None
-
-
-async def test_delete_prefix_treats_glob_metacharacters_literally(redis_url: str) -> None:
-    """Prefix deletion matches the prefix literally, even when it holds * ? [ ] or \\."""
-    prefix = "/x*[a]?\\/"
-    with trio.fail_after(5):
-        async with running(RedisStore(redis_url)) as store:
-            for key in (f"{prefix}1", f"{prefix}2", "/xyzab/9", "/other"):
-                await store.set(key, b"v", 30)
-            assert await store.delete_prefix(prefix) == 2
-            assert await store.get(f"{prefix}1") is None
-            assert await store.get("/xyzab/9") is not None
-            assert await store.get("/other") is not None
 
 
 async def test_delete_prefix_touches_only_this_stores_values(redis_url: str) -> None:
@@ -127,32 +74,15 @@ async def test_delete_prefix_touches_only_this_stores_values(redis_url: str) -> 
             # More than one SCAN page and one UNLINK batch.
             client.mset({f"app[1]*:v:/k{n}": b"v" for n in range(1200)})
             await neighbour.set("/k1", b"v", 30)
-            assert await store.acquire_lease("/k1", "token", 30)
+            assert (await store.acquire_lease("/k1", token(), 30)).acquired
             assert await store.delete_prefix("") == 1200
             assert await neighbour.get("/k1") is not None
-            assert not await store.acquire_lease("/k1", "other", 30)
+            assert not (await store.acquire_lease("/k1", token(), 30)).acquired
             assert sorted(client.keys("*")) == [
                 b"app1X:v:/k1",
                 b"app[1]*:epoch",
                 b"app[1]*:lease:/k1",
             ]
-
-
-async def test_two_stores_on_one_redis_share_values(redis_url: str) -> None:
-    """What one process stores, another process (another store instance) reads."""
-    with trio.fail_after(5):
-        async with running(RedisStore(redis_url)) as one, running(RedisStore(redis_url)) as two:
-            await one.set("/shared", b"v", 30)
-            entry = await two.get("/shared")
-            assert entry is not None and entry.value == b"v"
-            assert await two.delete("/shared")
-            await until_gone(one, "/shared")
-
-
-async def until_gone(store: RedisStore, key: str) -> None:
-    """Wait for an invalidation made elsewhere to reach ``store`` (pub/sub: milliseconds)."""
-    while await store.get(key) is not None:  # noqa: ASYNC110 - polling the store is the test
-        await trio.sleep(0.005)
 
 
 async def test_set_with_an_epoch_refuses_after_any_invalidation(redis_url: str) -> None:
@@ -197,22 +127,6 @@ async def test_near_cache_off_reads_redis_every_time(redis_url: str) -> None:
             assert await store.get("/far") is None
 
 
-async def test_invalidation_elsewhere_reaches_the_near_cache(redis_url: str) -> None:
-    """delete and delete_prefix in another process drop this process's near entries."""
-    with trio.fail_after(5):
-        async with running(RedisStore(redis_url, near_ttl=60)) as one, running(
-            RedisStore(redis_url)
-        ) as two:
-            for key in ("/x/a", "/x/b", "/y"):
-                await one.set(key, b"v", 30)
-                assert await one.get(key) is not None
-            await two.delete("/y")
-            await until_gone(one, "/y")
-            await two.delete_prefix("/x/")
-            await until_gone(one, "/x/a")
-            await until_gone(one, "/x/b")
-
-
 async def test_near_cache_is_not_trusted_while_redis_is_away(own_redis: RedisServer) -> None:
     """With Redis stopped (invalidations could be missed) reads fail instead of going stale."""
     with trio.fail_after(15):
@@ -228,129 +142,7 @@ async def test_near_cache_is_not_trusted_while_redis_is_away(own_redis: RedisSer
                 await store.get("/k")
 
 
-# -- leases -------------------------------------------------------------------------------
-
-
-async def test_lease_is_exclusive_until_released_by_its_holder(redis_url: str) -> None:
-    """One token holds a lease; a release with a wrong token keeps it; the holder's frees it."""
-    with trio.fail_after(5):
-        async with running(RedisStore(redis_url)) as store:
-            assert await store.acquire_lease("/k", "mine", 30)
-            assert not await store.acquire_lease("/k", "theirs", 30)
-            await store.release_lease("/k", "theirs")
-            assert not await store.acquire_lease("/k", "theirs", 30)
-            await store.release_lease("/k", "mine")
-            assert await store.acquire_lease("/k", "theirs", 30)
-
-
-async def test_lease_renewal_only_by_its_holder(redis_url: str) -> None:
-    """renew_lease extends the holder's lease and fails for any other token or a free key."""
-    with trio.fail_after(5):
-        async with running(RedisStore(redis_url)) as store:
-            assert not await store.renew_lease("/k", "mine", 30)
-            assert await store.acquire_lease("/k", "mine", 0.3)
-            assert not await store.renew_lease("/k", "theirs", 30)
-            assert await store.renew_lease("/k", "mine", 30)
-            await trio.sleep(0.5)  # past the first ttl: the renewal kept it
-            assert not await store.acquire_lease("/k", "theirs", 30)
-
-
-async def test_renew_leases_in_one_call_reports_the_lost(redis_url: str) -> None:
-    """renew_leases extends every lease still held by its token and names the ones lost."""
-    with trio.fail_after(5):
-        async with running(RedisStore(redis_url)) as store:
-            assert await store.acquire_lease("/a", "ta", 0.3)
-            assert await store.acquire_lease("/b", "tb", 0.3)
-            assert await store.acquire_lease("/c", "someone-else", 30)
-            lost = await store.renew_leases({"/a": "ta", "/b": "tb", "/c": "tc", "/d": "td"}, 30)
-            assert lost == {"/c", "/d"}
-            await trio.sleep(0.5)  # past the first ttl: the batch renewal kept /a and /b
-            assert not await store.acquire_lease("/a", "other", 30)
-            assert not await store.acquire_lease("/b", "other", 30)
-            assert await store.renew_leases({}, 30) == frozenset()
-
-
-async def test_lease_expires_after_its_ttl(redis_url: str) -> None:
-    """A holder that never releases (a dead process) loses the lease when its ttl passes."""
-    with trio.fail_after(5):
-        async with running(RedisStore(redis_url)) as store:
-            assert await store.acquire_lease("/k", "dead", 0.2)
-            assert not await store.acquire_lease("/k", "alive", 30)
-            await trio.sleep(0.4)
-            assert await store.acquire_lease("/k", "alive", 30)
-            assert not await store.renew_lease("/k", "dead", 30)
-
-
-async def test_reacquiring_with_the_same_token_keeps_the_lease(redis_url: str) -> None:
-    """Asking again with the holder's own token succeeds (renewing), as in MemoryStore."""
-    with trio.fail_after(5):
-        async with running(RedisStore(redis_url)) as store:
-            assert await store.acquire_lease("/k", "mine", 30)
-            assert await store.acquire_lease("/k", "mine", 30)
-
-
-async def test_leases_are_shared_between_stores(redis_url: str) -> None:
-    """A lease taken through one store instance (process) excludes every other."""
-    with trio.fail_after(5):
-        async with running(RedisStore(redis_url)) as one, running(RedisStore(redis_url)) as two:
-            assert await one.acquire_lease("/k", "one", 30)
-            assert not await two.acquire_lease("/k", "two", 30)
-            await one.release_lease("/k", "one")
-            assert await two.acquire_lease("/k", "two", 30)
-
-
 # -- notices ------------------------------------------------------------------------------
-
-
-async def test_notice_reaches_a_watch_in_the_same_process(redis_url: str) -> None:
-    """A published notice reaches the watches of its key in this process, and no other."""
-    notice = Notice("/k", "failed", "upstream said no", cached=False)
-    with trio.fail_after(5):
-        async with running(RedisStore(redis_url)) as store:
-            with store.watch("/k") as watch, store.watch("/other") as other:
-                await store.publish(notice)
-                assert await watch.wait() == notice
-                with trio.move_on_after(0.2) as quiet:
-                    await other.wait()
-                assert quiet.cancelled_caught
-
-
-async def test_own_notice_never_reaches_a_watch_registered_after_it(redis_url: str) -> None:
-    """A notice is for the watches present when it was sent: this store's own notice coming
-    back on the channel does not reach a watch registered since (it re-checks instead)."""
-    with trio.fail_after(5):
-        async with running(RedisStore(redis_url)) as store:
-            await store.publish(Notice("/k", "failed", "an old computation"))
-            with store.watch("/k") as watch:
-                with trio.move_on_after(0.3) as quiet:
-                    await watch.wait()
-                assert quiet.cancelled_caught
-
-
-async def test_releasing_a_lease_wakes_local_watches(redis_url: str) -> None:
-    """The holder giving a lease up wakes this process's watchers of the key (to take it);
-    a release with a wrong token wakes nobody."""
-    with trio.fail_after(5):
-        async with running(RedisStore(redis_url)) as store:
-            assert await store.acquire_lease("/k", "holder", 30)
-            with store.watch("/k") as watch:
-                await store.release_lease("/k", "stranger")
-                with trio.move_on_after(0.2) as quiet:
-                    await watch.wait()
-                assert quiet.cancelled_caught
-                await store.release_lease("/k", "holder")
-                notice = await watch.wait()
-            assert (notice.key, notice.outcome) == ("/k", "abandoned")
-
-
-async def test_notice_reaches_a_watch_of_another_store(redis_url: str) -> None:
-    """A notice published by one process wakes the watches on that key in another."""
-    with trio.fail_after(5):
-        async with running(RedisStore(redis_url)) as one, running(RedisStore(redis_url)) as two:
-            with two.watch("/k") as first, two.watch("/k") as second:
-                await one.publish(Notice("/k", "stored"))
-                assert await first.wait() == Notice("/k", "stored")
-                assert await second.wait() == Notice("/k", "stored")
 
 
 async def test_notices_stay_within_their_prefix(redis_url: str) -> None:
@@ -452,12 +244,13 @@ async def test_password_never_appears_in_errors_or_repr(
     template: str, own_redis: RedisServer
 ) -> None:
     """A password in the URL is redacted from errors, their tracebacks and the store's repr,
-    whether Redis is unreachable or refuses the password."""
+    whether Redis is unreachable (an outage) or refuses the password (a refusal)."""
     redis_py.Redis.from_url(own_redis.url).config_set("requirepass", "right")
-    for port in (free_port(), own_redis.port):
+    for port, error in ((free_port(), StoreUnavailable), (own_redis.port, StoreError)):
         store = RedisStore(template.format(port=port))
-        with trio.fail_after(5), pytest.raises(StoreUnavailable) as info:
+        with trio.fail_after(5), pytest.raises(error) as info:
             await store.open()
+        assert (error is StoreError) != isinstance(info.value, StoreUnavailable)
         shown = "".join(traceback.format_exception(info.value)) + repr(store)
         assert "s3cr" not in shown
         assert "***" in str(info.value)
@@ -490,7 +283,7 @@ async def test_calls_fail_fast_while_redis_is_down_and_recover_after_restart(
                 store.set("/k", b"v", 30),
                 store.delete("/k"),
                 store.delete_prefix("/"),
-                store.acquire_lease("/k", "t", 30),
+                store.acquire_lease("/k", token(), 30),
                 store.renew_lease("/k", "t", 30),
                 store.release_lease("/k", "t"),
                 store.publish(Notice("/k", "stored")),
@@ -505,7 +298,7 @@ async def test_calls_fail_fast_while_redis_is_down_and_recover_after_restart(
             await store.set("/k", b"again", 30)
             entry = await store.get("/k")
             assert entry is not None and entry.value == b"again"
-            assert await store.acquire_lease("/k", "t", 30)
+            assert (await store.acquire_lease("/k", token(), 30)).acquired
 
 
 async def test_listener_survives_a_restart_and_wakes_watches_that_may_have_missed_notices(
@@ -517,10 +310,11 @@ async def test_listener_survives_a_restart_and_wakes_watches_that_may_have_misse
         async with running(RedisStore(own_redis.url)) as store:
             with store.watch("/k") as watch:
                 await trio.to_thread.run_sync(own_redis.stop)
-                await trio.sleep(0.3)
+                assert (await watch.wait()).reason == "store connection lost"
+            with store.watch("/k") as watch:
                 await trio.to_thread.run_sync(own_redis.start)
                 notice = await watch.wait()
-            assert notice.key == "/k" and notice.outcome == "abandoned"
+            assert notice == Notice("/k", "abandoned", "notice listener reconnected")
             async with running(RedisStore(own_redis.url)) as other:
                 with store.watch("/k") as watch:
                     await other.publish(Notice("/k", "stored"))
@@ -584,3 +378,232 @@ def test_malformed_url_is_a_configuration_error_without_its_password() -> None:
         RedisStore("redis://:s3cret@127.0.0.1:port/0")
     assert "s3cret" not in str(info.value)
     assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+# -- bounds, acknowledgements, connection loss ---------------------------------------------
+
+
+async def test_near_cache_stays_within_its_byte_bound_and_empties_at_near_ttl(
+    redis_url: str,
+) -> None:
+    """Many distinct values read through the store never hold more than near_max_bytes
+    near; near_ttl later they are gone although nobody touched them again."""
+    value = b"x" * 64 * 1024
+    with trio.fail_after(20):
+        store = RedisStore(redis_url, near_ttl=0.5, near_max_bytes=1024 * 1024)
+        async with running(store):
+            for n in range(100):
+                await store.set(f"/v{n}", value, 30)
+                assert await store.get(f"/v{n}") is not None
+                assert store.near_nbytes <= 1024 * 1024
+            assert store.near_nbytes > 512 * 1024
+            await trio.sleep(0.6)
+            assert store.near_nbytes == 0
+
+
+async def test_an_invalidation_waits_boundedly_for_a_silent_listener(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A subscriber that never acknowledges holds delete for invalidation_wait, then a warning
+    says how many processes stayed silent; live stores' acknowledgements do not warn."""
+    silent = redis_py.Redis.from_url(redis_url).pubsub()
+    silent.subscribe("workerless:notices")
+    try:
+        with trio.fail_after(5):
+            async with (
+                running(RedisStore(redis_url, invalidation_wait=0.3)) as store,
+                running(RedisStore(redis_url)),
+            ):
+                started = trio.current_time()
+                await store.delete_prefix("/p/")
+                assert trio.current_time() - started >= 0.3
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any("1 of 3 processes" in m and "acknowledge" in m for m in warnings)
+    finally:
+        silent.close()
+
+
+async def test_losing_the_connection_wakes_every_watch_at_once(own_redis: RedisServer) -> None:
+    """When the notice listener loses Redis, every local watch gets 'abandoned' right away, so
+    waiters on another process's computation fall back instead of waiting out its lease."""
+    with trio.fail_after(10):
+        async with running(RedisStore(own_redis.url)) as store:
+            with store.watch("/a") as a, store.watch("/b") as b:
+                assert own_redis.proc is not None
+                own_redis.proc.kill()
+                notices = [await a.wait(), await b.wait()]
+            assert [n.outcome for n in notices] == ["abandoned", "abandoned"]
+            assert notices[0].reason == "store connection lost"
+            own_redis.proc.wait()
+            own_redis.proc = None
+
+
+# -- data planted in Redis by someone else ------------------------------------------------
+
+
+async def test_a_value_of_the_wrong_type_is_that_keys_miss_only(redis_url: str) -> None:
+    """RPUSH under a value key: that key reads as a miss, every other key works, set heals it."""
+    raw = redis_py.Redis.from_url(redis_url)
+    with trio.fail_after(5):
+        async with running(RedisStore(redis_url, near_ttl=0)) as store:
+            await store.set("/good", b"v", 30)
+            raw.rpush("workerless:v:/bad", "a")
+            for _ in range(3):
+                assert await store.get("/bad") is None
+                assert await store.get("/good") is not None
+            assert await store.set("/bad", b"healed", 30, epoch=await store.epoch())
+            entry = await store.get("/bad")
+            assert entry is not None and entry.value == b"healed"
+
+
+async def test_a_huge_planted_value_is_never_transferred(redis_url: str) -> None:
+    """A 64 MB value planted under a key reads as a miss without crossing the network."""
+    raw = redis_py.Redis.from_url(redis_url)
+    raw.setrange("workerless:v:/huge", 64 * 1024 * 1024 - 1, b"x")  # built inside Redis
+
+    def sent() -> int:
+        return int(raw.info("stats")["total_net_output_bytes"])
+
+    with trio.fail_after(10):
+        async with running(RedisStore(redis_url)) as store:
+            before = sent()
+            assert await store.get("/huge") is None
+            assert sent() - before < 1024 * 1024
+    raw.delete("workerless:v:/huge")
+
+
+@pytest.mark.parametrize("plant", ["string", "list"])
+async def test_a_corrupt_epoch_is_repaired_by_the_next_reader(redis_url: str, plant: str) -> None:
+    """An epoch that is not an integer (or not a string at all) is overwritten with a larger
+    integer when read; deletes and epoch-guarded sets go on working."""
+    raw = redis_py.Redis.from_url(redis_url)
+    with trio.fail_after(5):
+        async with running(RedisStore(redis_url)) as store:
+            for _ in range(2):
+                if plant == "string":
+                    raw.set("workerless:epoch", "x")
+                else:
+                    raw.delete("workerless:epoch")
+                    raw.rpush("workerless:epoch", "a")
+                assert not await store.set("/a", b"v", 30, epoch=0)
+                repaired = await store.epoch()
+                assert (
+                    repaired > 1_000_000 and raw.get("workerless:epoch") == str(repaired).encode()
+                )
+                assert await store.set("/a", b"v", 30, epoch=repaired)
+            raw.set("workerless:epoch", "x")
+            assert await store.delete("/a")
+            assert await store.epoch() > repaired
+
+
+async def test_a_planted_notice_is_delivered_with_its_own_token(redis_url: str) -> None:
+    """A notice published by someone else carries its token to the watcher (who can tell it
+    is not the holder's); one with a token of the wrong form is dropped."""
+    raw = redis_py.Redis.from_url(redis_url)
+    fake = token()
+    with trio.fail_after(5):
+        async with running(RedisStore(redis_url)) as store:
+            with store.watch("/k") as watch:
+                base = '{"key":"/k","outcome":"failed","reason":"fake","origin":"x","token":'
+                raw.publish("workerless:notices", base + '"not-a-token"}')
+                raw.publish("workerless:notices", base + f'"{fake}"}}')
+                notice = await watch.wait()
+    assert notice == Notice("/k", "failed", "fake", token=fake)
+
+
+# -- refusals: ACL and Redis Cluster ------------------------------------------------------
+
+# Every permission RedisStore needs, as tested here (README: the least-privilege ACL rule).
+ACL_RULE = (
+    "resetkeys ~workerless:* resetchannels &workerless:* -@all +ping +get +set +del +unlink "
+    "+incr +pexpire +pttl +strlen +publish +subscribe +unsubscribe +scan +evalsha "
+    "+script|load +client|setname"
+)
+
+
+def acl_url(server: RedisServer, user: str, rule: str) -> str:
+    admin = redis_py.Redis.from_url(server.url)
+    admin.execute_command("ACL", "SETUSER", user, "reset", "on", ">pw", *rule.split())
+    return f"redis://{user}:pw@127.0.0.1:{server.port}/0"
+
+
+async def test_a_least_privileged_acl_user_can_run_the_store(own_redis: RedisServer) -> None:
+    """A user with exactly ACL_RULE passes the start-up check and runs every operation."""
+    url = acl_url(own_redis, "wl", ACL_RULE)
+    with trio.fail_after(10):
+        async with running(RedisStore(url)) as store, running(RedisStore(url)) as peer:
+            mine = token()
+            assert (await store.acquire_lease("/k", mine, 30)).acquired
+            assert await store.renew_leases({"/k": mine}, 30) == frozenset()
+            assert await store.set("/k", b"v", 30, epoch=await store.epoch())
+            assert (await peer.get("/k")) is not None
+            with peer.watch("/k") as watch:
+                await store.release_lease("/k", mine)
+                await store.publish(Notice("/k", "stored", token=mine))
+                assert (await watch.wait()).token == mine
+            assert await store.delete("/k")
+            assert await store.delete_prefix("/") == 0
+
+
+@pytest.mark.parametrize("missing", ["+evalsha", "+strlen", "+script|load", "+subscribe"])
+async def test_start_up_names_a_missing_acl_permission(
+    own_redis: RedisServer, missing: str
+) -> None:
+    """open() fails with StoreError (not an outage) naming the command the user lacks."""
+    url = acl_url(own_redis, "narrow", ACL_RULE.replace(f" {missing}", ""))
+    with trio.fail_after(10), pytest.raises(StoreError) as info:
+        await RedisStore(url).open()
+    assert not isinstance(info.value, StoreUnavailable)
+    assert f"lacks permission for '{missing[1:]}'" in str(info.value)
+    assert "'narrow'" in str(info.value) and "pw@" not in str(info.value)
+
+
+async def test_start_up_names_missing_key_and_channel_patterns(own_redis: RedisServer) -> None:
+    """A user whose key or channel pattern misses the prefix is told which pattern to add."""
+    for pattern in ("~workerless:*", "&workerless:*"):
+        rule = ACL_RULE.replace(f" {pattern}", f" {pattern[0]}other:*")
+        with trio.fail_after(10), pytest.raises(StoreError, match=re.escape(f"add {pattern}")):
+            await RedisStore(acl_url(own_redis, "narrow", rule)).open()
+
+
+async def test_a_permission_revoked_later_is_a_refusal_not_an_outage(
+    own_redis: RedisServer,
+) -> None:
+    """A NOPERM answer while running raises StoreError, not StoreUnavailable."""
+    url = acl_url(own_redis, "wl", ACL_RULE)
+    with trio.fail_after(10):
+        async with running(RedisStore(url, near_ttl=0)) as store:
+            acl_url(own_redis, "wl", ACL_RULE.replace(" +evalsha", ""))
+            with pytest.raises(StoreError, match="evalsha") as info:
+                await store.get("/k")
+            assert not isinstance(info.value, StoreUnavailable)
+
+
+@pytest.fixture
+def cluster_node_url(tmp_path: Path) -> Iterator[str]:
+    """A redis-server in cluster mode serving no hash slots, on a free port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--cluster-enabled", "yes", "--dir", str(tmp_path),
+         "--cluster-port", str(free_port())],  # else port + 10000, maybe past 65535
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, proc=proc)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_redis_cluster_is_refused_at_start_up(cluster_node_url: str) -> None:
+    """A Redis Cluster node fails open() with a StoreError saying Cluster is not supported."""
+    with trio.fail_after(10), pytest.raises(StoreError, match="Redis Cluster is not supported"):
+        await RedisStore(cluster_node_url).open()
+
+
+def test_readme_shows_the_tested_acl_rule() -> None:
+    """The README's least-privilege ACL line is exactly the rule these tests grant."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert f"ACL SETUSER workerless on >secret {ACL_RULE}\n" in readme

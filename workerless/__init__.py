@@ -1,6 +1,6 @@
 """workerless: slow parts of web pages, computed in-process while the connection is held."""
 
-from ._cacher import Cacher, Fetched
+from ._cacher import Cacher
 from ._codecs import Codec, JSONCodec
 from ._config import Settings, store_from_url
 from ._errors import (
@@ -13,6 +13,7 @@ from ._errors import (
     WorkerlessError,
 )
 from ._events import CacherStatistics, Event, Failed, Hit, Miss, Rejected, Stored
+from ._flight import Fetched
 from ._fragment import FragmentRoute, Workerless
 from ._memory import MemoryStore
 from ._redis import RedisStore

@@ -6,7 +6,6 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, overload
 
@@ -26,9 +25,10 @@ from ._events import (
     Rejected,
     Stored,
 )
+from ._flight import Fetched, Flight, Rules, Success
 from ._guard import GuardedStore
 from ._memory import MemoryStore
-from ._store import Notice, Store, Watch
+from ._store import MAX_LEASE, Notice, Store, Watch
 
 __all__ = ["Cacher", "Fetched"]
 
@@ -37,62 +37,6 @@ logger = logging.getLogger("workerless")
 T = TypeVar("T")
 E = TypeVar("E", bound=Event)
 _MISSING: Any = object()  # no usable stored value (a stored value may be None itself)
-
-
-@dataclass(frozen=True, slots=True)
-class Fetched(Generic[T]):
-    """A value and how it was obtained.
-
-    ``source`` is ``"hit"`` (read from the store), ``"computed"`` (this call started the
-    computation that produced it) or ``"collapsed"`` (it joined a computation started by
-    another caller, in this process or another).  ``stored`` tells whether the value is in
-    the store; ``ttl`` is its remaining lifetime on a hit.
-    """
-
-    value: T
-    source: Literal["hit", "computed", "collapsed"]
-    stored: bool = False
-    ttl: float | None = None
-    store_available: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class _Success(Generic[T]):
-    """A computation's value: ``stored`` in the store; ``shared`` with callers who joined."""
-
-    value: T
-    stored: bool
-    shared: bool
-    computed_here: bool
-
-
-@dataclass(frozen=True, slots=True)
-class _Rules(Generic[T]):
-    """What one computation was asked for: its limits, and which values may be kept or shared."""
-
-    ttl: float
-    hard_limit: float
-    cacheable: Callable[[T], bool] | None
-    shareable: Callable[[T], bool] | None
-
-
-class _Flight:
-    """One running computation of one key in this process, and what its waiters will get.
-
-    ``outcome`` is written once, by the computation's task, just before ``done`` is set;
-    ``wake`` is set when done, or when the cacher starts draining (then ``done`` may be
-    false).  ``registered`` flights are the ones later callers of the key join.
-    """
-
-    __slots__ = ("done", "key", "outcome", "registered", "store_available", "wake")
-
-    def __init__(self, key: str, *, registered: bool) -> None:
-        self.key = key
-        self.registered = registered
-        self.wake = trio.Event()
-        self.done = False
-        self.outcome: _Success[Any] | Failure | None = None
-        self.store_available = True
 
 
 class Cacher(Generic[T]):
@@ -124,6 +68,8 @@ class Cacher(Generic[T]):
             raise ValueError(
                 "ttl, hard_limit, lease and max_computations must be positive, grace not negative"
             )
+        if lease > MAX_LEASE:  # stores break longer leases as foreign
+            raise ValueError(f"lease must be at most {MAX_LEASE:g} s")
         self._guard = GuardedStore(
             store if store is not None else MemoryStore(), self._wake_waiting
         )
@@ -134,8 +80,8 @@ class Cacher(Generic[T]):
         self.max_computations = max_computations
         self.codec: Codec[T] = codec if codec is not None else JSONCodec()
         self._listeners = Listeners()
-        self._flights: dict[str, _Flight] = {}  # registered flights, by key
-        self._running: set[_Flight] = set()  # every running flight, registered or not
+        self._flights: dict[str, Flight] = {}  # registered flights, by key
+        self._running: set[Flight] = set()  # every running flight, registered or not
         self._waiting: set[Watch] = set()  # watches blocked on another process's computation
         self._keeper = LeaseKeeper(self._guard)
         self._nursery: trio.Nursery | None = None
@@ -317,7 +263,7 @@ class Cacher(Generic[T]):
                         self._emit(Hit(key, entry.ttl))
                     return Fetched(value, "hit", stored=True, ttl=entry.ttl)
             flight = self._flights.get(key)  # one may have started while we read the store
-        rules = _Rules(
+        rules = Rules(
             self.ttl if ttl is None else ttl,
             self.hard_limit if hard_limit is None else hard_limit,
             cacheable,
@@ -331,7 +277,7 @@ class Cacher(Generic[T]):
         self._misses += 1
         self._emit(Miss(key, collapsed))
         outcome = await self._wait(flight, deadline, collapsed)
-        if isinstance(outcome, _Success) and collapsed and not outcome.shared:
+        if isinstance(outcome, Success) and collapsed and not outcome.shared:
             # Hit-for-miss: the answer was private to its caller; compute our own, unshared.
             outcome = await self._wait(
                 self._start(key, compute, rules, registered=False), deadline, collapsed
@@ -354,14 +300,14 @@ class Cacher(Generic[T]):
         return await self.store.delete_prefix(prefix)
 
     def _start(
-        self, key: str, compute: Callable[[], Awaitable[T]], rules: _Rules[T], *, registered: bool
-    ) -> _Flight:
+        self, key: str, compute: Callable[[], Awaitable[T]], rules: Rules[T], *, registered: bool
+    ) -> Flight:
         if len(self._running) >= self.max_computations:
             self._rejected += 1
             self._emit(Rejected(key, self.max_computations))
             raise Overloaded(key, self.max_computations)
         assert self._nursery is not None
-        flight = _Flight(key, registered=registered)
+        flight = Flight(key, registered=registered)
         if registered:
             self._flights[key] = flight
         self._running.add(flight)
@@ -371,8 +317,8 @@ class Cacher(Generic[T]):
         return flight
 
     async def _wait(
-        self, flight: _Flight, deadline: float | None, collapsed: bool
-    ) -> _Success[T] | Failure:
+        self, flight: Flight, deadline: float | None, collapsed: bool
+    ) -> Success[T] | Failure:
         if not flight.done and not self._draining:
             with trio.move_on_after(float("inf") if deadline is None else deadline):
                 await flight.wake.wait()
@@ -400,7 +346,7 @@ class Cacher(Generic[T]):
     # -- the computation -------------------------------------------------------------------
 
     async def _fly(
-        self, flight: _Flight, compute: Callable[[], Awaitable[T]], rules: _Rules[T]
+        self, flight: Flight, compute: Callable[[], Awaitable[T]], rules: Rules[T]
     ) -> None:
         try:
             if flight.registered:
@@ -417,9 +363,7 @@ class Cacher(Generic[T]):
             else:
                 found = Claimed(None)
             if isinstance(found, Found):
-                flight.outcome = _Success(
-                    found.value, stored=True, shared=True, computed_here=False
-                )
+                flight.outcome = Success(found.value, stored=True, shared=True, computed_here=False)
             elif isinstance(found, Failure):
                 flight.outcome = found
             else:
@@ -435,7 +379,7 @@ class Cacher(Generic[T]):
         finally:
             self._resolve(flight)
 
-    def _resolve(self, flight: _Flight) -> None:
+    def _resolve(self, flight: Flight) -> None:
         if flight.done:
             return
         flight.done = True
@@ -449,17 +393,17 @@ class Cacher(Generic[T]):
 
     async def _compute(
         self,
-        flight: _Flight,
+        flight: Flight,
         compute: Callable[[], Awaitable[T]],
-        rules: _Rules[T],
+        rules: Rules[T],
         token: str | None,
-    ) -> _Success[T] | Failure:
+    ) -> Success[T] | Failure:
         key = flight.key
         self._computations += 1
         if token is not None:
             self._keeper.held[key] = token
         started = trio.current_time()
-        outcome: _Success[T] | Failure
+        outcome: Success[T] | Failure
         try:
             epoch = await self._guard.epoch()
             try:
@@ -478,7 +422,7 @@ class Cacher(Generic[T]):
                 stored = (
                     cached and epoch is not None and await self._put(key, value, rules.ttl, epoch)
                 )
-                outcome = _Success(value, stored=stored, shared=shared, computed_here=True)
+                outcome = Success(value, stored=stored, shared=shared, computed_here=True)
                 notice = Notice(key, "stored", cached=stored, token=token or "")
                 if stored:
                     self._emit(Stored(key, rules.ttl, trio.current_time() - started))

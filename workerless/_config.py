@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from ._errors import ConfigurationError
 from ._memory import MemoryStore
-from ._store import Store
+from ._store import DEFAULT_MAX_VALUE_BYTES, MAX_LEASE, Store
 
 __all__ = ["Settings", "store_from_url"]
 
@@ -33,6 +33,7 @@ class Settings:
     prefix: str = "workerless:"
     near_ttl: float = 1.0
     max_computations: int = 1000
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
 
     @classmethod
     def resolve(cls, keywords: Mapping[str, Any], environ: Mapping[str, str] | None) -> Settings:
@@ -66,32 +67,44 @@ def _convert(name: str, default: Any, value: Any, source: str) -> Any:
         raise ConfigurationError(f"{source} must be a number, not {value!r}") from None
     if not math.isfinite(number) or number < 0 or (number == 0 and name not in _ZERO_ALLOWED):
         raise ConfigurationError(f"{source} must be a positive number, not {value!r}")
+    if name == "lease" and number > MAX_LEASE:  # stores break longer leases as foreign
+        raise ConfigurationError(f"{source} must be at most {MAX_LEASE:g} s, not {value!r}")
     return number
 
 
-def store_from_url(url: str, *, prefix: str = "workerless:", near_ttl: float = 1.0) -> Store:
-    """Build the store a URL names: ``memory://`` (``?max_entries=&max_bytes=``) or Redis.
+def store_from_url(
+    url: str,
+    *,
+    prefix: str = "workerless:",
+    near_ttl: float = 1.0,
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+) -> Store:
+    """Build the store a URL names: ``memory://`` (``?max_entries=&max_bytes=&max_value_bytes=``)
+    or Redis.
 
     ``redis://``, ``rediss://`` and ``unix://`` URLs make a `RedisStore` whose keys all start
-    with ``prefix``, serving hits from a near cache for ``near_ttl`` seconds (0: never).
+    with ``prefix``, serving hits from a near cache for ``near_ttl`` seconds (0: never).  No
+    store keeps or serves a value over ``max_value_bytes`` (a query field of memory:// wins).
     """
     parts = urlsplit(url)
     if parts.scheme == "memory":
         options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        unknown = set(options) - {"max_entries", "max_bytes"}
+        unknown = set(options) - {"max_entries", "max_bytes", "max_value_bytes"}
         if unknown or parts.netloc or parts.path:
             raise ConfigurationError(
-                f"store URL {url!r}: memory:// takes only ?max_entries=N&max_bytes=N"
+                f"store URL {url!r}: memory:// takes only "
+                "?max_entries=N&max_bytes=N&max_value_bytes=N"
             )
         try:
-            bounds = {k: int(v) for k, v in options.items()}
+            bounds = {"max_value_bytes": max_value_bytes}
+            bounds.update({k: int(v) for k, v in options.items()})
             return MemoryStore(**bounds)
         except ValueError as exc:
             raise ConfigurationError(f"store URL {url!r}: {exc}") from None
     if parts.scheme in ("redis", "rediss", "unix"):
         from ._redis import RedisStore
 
-        return RedisStore(url, prefix=prefix, near_ttl=near_ttl)
+        return RedisStore(url, prefix=prefix, near_ttl=near_ttl, max_value_bytes=max_value_bytes)
     raise ConfigurationError(
         f"store URL {url!r}: expected memory://, redis://, rediss:// or unix://"
     )

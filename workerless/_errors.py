@@ -22,11 +22,16 @@ class ConfigurationError(WorkerlessError, ValueError):
 
 
 class StoreError(WorkerlessError):
-    """The store answered but refused: a missing permission, a cluster redirection, a bad script."""
+    """The store answered but refused: a missing ACL permission, a cluster redirection, a
+    script error.  Retrying does not help; the backend's own exception is chained as __cause__.
+    """
 
 
 class StoreUnavailable(StoreError):
-    """The store could not be reached; the backend's own exception is chained as __cause__."""
+    """The store could not be reached (an outage or a timeout); calls may succeed later.
+
+    The backend's own exception is chained as __cause__.
+    """
 
 
 class StillComputing(WorkerlessError):

@@ -58,6 +58,7 @@ class Workerless:
         prefix: str | None = None,
         near_ttl: float | None = None,
         max_computations: int | None = None,
+        max_value_bytes: int | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self._keywords: dict[str, Any] = {
@@ -71,6 +72,7 @@ class Workerless:
             "prefix": prefix,
             "near_ttl": near_ttl,
             "max_computations": max_computations,
+            "max_value_bytes": max_value_bytes,
         }
         self._environ = environ
         self.settings = Settings()
@@ -180,7 +182,12 @@ class Workerless:
         cacher.store = (
             store
             if isinstance(store, Store)
-            else store_from_url(store, prefix=settings.prefix, near_ttl=settings.near_ttl)
+            else store_from_url(
+                store,
+                prefix=settings.prefix,
+                near_ttl=settings.near_ttl,
+                max_value_bytes=settings.max_value_bytes,
+            )
         )
         cacher.ttl = settings.ttl
         cacher.hard_limit = settings.hard_limit

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 
 import trio
 
-from ._store import Entry, Lease, Notice, Store
+from ._store import DEFAULT_MAX_VALUE_BYTES, MAX_LEASE, Entry, Lease, Notice, Store, is_lease_token
 
 __all__ = ["MemoryStore"]
+
+logger = logging.getLogger("workerless")
 
 
 class MemoryStore(Store):
@@ -19,8 +22,14 @@ class MemoryStore(Store):
     several processes each compute a key once: use `RedisStore` to share across processes.
     """
 
-    def __init__(self, *, max_entries: int = 10_000, max_bytes: int = 64 * 1024 * 1024) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        *,
+        max_entries: int = 10_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+    ) -> None:
+        super().__init__(max_value_bytes=max_value_bytes)
         if max_entries < 1 or max_bytes < 1:
             raise ValueError("MemoryStore bounds must be positive")
         self.max_entries = max_entries
@@ -63,7 +72,8 @@ class MemoryStore(Store):
             return False
         self._remove(key)
         size = len(key) + len(value)
-        if size > self.max_bytes:
+        if len(value) > self.max_value_bytes or size > self.max_bytes:
+            logger.warning("%r not stored: %d bytes is over the store's bound", key, len(value))
             return False
         self._entries[key] = (value, trio.current_time() + ttl)
         self._bytes += size
@@ -86,10 +96,14 @@ class MemoryStore(Store):
         return len(doomed)
 
     async def acquire_lease(self, key: str, token: str, ttl: float) -> Lease:
-        held = self._leases.get(key)
+        self._check_lease_request(token, ttl)
         now = trio.current_time()
+        held = self._leases.get(key)
         if held is not None and held[1] > now and held[0] != token:
-            return Lease(False, held[0], held[1] - now)
+            holder, expires = held
+            if is_lease_token(holder) and expires - now <= MAX_LEASE:
+                return Lease(False, holder, expires - now)
+            logger.warning("breaking the foreign lease %.40r on %r", holder, key)
         self._leases[key] = (token, now + ttl)
         return Lease(True, token, ttl)
 
@@ -104,6 +118,7 @@ class MemoryStore(Store):
         held = self._leases.get(key)
         if held is not None and held[0] == token:
             del self._leases[key]
+            self._deliver(Notice(key, "abandoned", "lease released", token=token))
 
     async def publish(self, notice: Notice) -> None:
         self._deliver(notice)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import logging
 import math
+import os
 import re
 import secrets
+import socket
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -16,10 +21,11 @@ import trio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ._errors import ConfigurationError, StoreUnavailable
+from ._errors import ConfigurationError, StoreError, StoreUnavailable
 from ._near import NearCache
 from ._redis_channel import NoticeListener, encode_invalidation, encode_notice
-from ._store import Entry, Lease, Notice, Store
+from ._redis_scripts import ACQUIRE, GET, INVALIDATE, RELEASE, RENEW, SET_IF_EPOCH
+from ._store import DEFAULT_MAX_VALUE_BYTES, MAX_LEASE, Entry, Lease, Notice, Store
 
 __all__ = ["RedisStore"]
 
@@ -29,46 +35,26 @@ T = TypeVar("T")
 
 _GLOB_METACHARACTERS = re.compile(r"([*?\[\]\\])")
 _DELETE_BATCH = 500
-
-# Take the lease if it is free; a holder asking again with its own token keeps it (renewed),
-# as MemoryStore does, so a retried acquisition never locks its own caller out.
-_ACQUIRE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1, ARGV[1], ARGV[2]} end
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
-    return {1, ARGV[1], ARGV[2]}
-end
-return {0, holder, redis.call('PTTL', KEYS[1])}
-"""
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-# Store only if no invalidation happened since the computation read the epoch.
-_SET_IF_EPOCH = """
-if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[3] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+_WARN_EVERY = 60.0  # s between two warnings about the same key's bad data
+_CLUSTER_REPLIES = ("MOVED", "ASK", "CROSSSLOT", "CLUSTERDOWN", "TRYAGAIN")
 
 
 class RedisStore(Store):
     """Values, leases and notices in one Redis, shared by every process pointed at it.
 
     Values live under ``{prefix}v:{key}`` with their ttl (``SET ... PX``), leases under
-    ``{prefix}lease:{key}``.  A notice wakes this process's watchers at once and reaches the
-    other processes on the pub/sub channel ``{prefix}notices``, which one listener thread
-    per store subscribes to.  redis-py is blocking, so every call runs in a thread, at most
-    ``max_threads`` at once.  Every failure to reach Redis raises `StoreUnavailable` within
-    about ``connect_timeout`` plus ``socket_timeout`` seconds; calls succeed again as soon
-    as Redis is back.
+    ``{prefix}lease:{key}``, the epoch under ``{prefix}epoch``.  A notice wakes this
+    process's watchers at once and reaches the other processes on the pub/sub channel
+    ``{prefix}notices``, which one listener thread per store subscribes to.  redis-py is
+    blocking, so every call runs in a thread, at most ``max_threads`` at once.  Every failure
+    to reach Redis raises `StoreUnavailable` within about ``connect_timeout`` plus
+    ``socket_timeout`` seconds, and calls succeed again as soon as Redis is back; a refusal
+    (a missing ACL permission, Redis Cluster) raises `StoreError`, at `open` already.
+
+    Hits are served from a near cache in this process for up to ``near_ttl`` s while the
+    listener is subscribed, bounded by ``near_max_bytes`` and ``near_max_entries``.
+    `delete` and `delete_prefix` wait up to ``invalidation_wait`` s for every listener on
+    the channel to acknowledge that its near cache dropped the values, then log the silent.
     """
 
     def __init__(
@@ -80,15 +66,23 @@ class RedisStore(Store):
         socket_timeout: float = 2.0,
         connect_timeout: float = 1.0,
         near_ttl: float = 1.0,
+        near_max_bytes: int = 32 * 1024 * 1024,
+        near_max_entries: int = 10_000,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        invalidation_wait: float = 0.1,
     ) -> None:
-        super().__init__()
+        super().__init__(max_value_bytes=max_value_bytes)
         if max_threads < 1 or socket_timeout <= 0 or connect_timeout <= 0:
             raise ValueError("max_threads, socket_timeout and connect_timeout must be positive")
+        if invalidation_wait < 0:
+            raise ValueError("invalidation_wait must not be negative")
         self.url = redact_url(url)
         self.prefix = prefix
         self.socket_timeout = socket_timeout
         self.connect_timeout = connect_timeout
+        self.invalidation_wait = invalidation_wait
         self._secrets = _secrets_in(url)
+        self._user = unquote(urlsplit(url).username or "") or "default"
         try:
             # No retries: a dead Redis must fail fast, and the Cacher already degrades.
             self._client = redis.Redis.from_url(
@@ -102,30 +96,53 @@ class RedisStore(Store):
             raise ConfigurationError(f"store URL {self.url}: {self._scrub(str(exc))}") from None
         self._limiter = trio.CapacityLimiter(max_threads)
         self._channel = f"{prefix}notices"
-        self._origin = secrets.token_hex(8)  # tells this store's notices from other processes'
-        self._acquire = self._client.register_script(_ACQUIRE)
-        self._renew = self._client.register_script(_RENEW)
-        self._release = self._client.register_script(_RELEASE)
-        self._set_if_epoch = self._client.register_script(_SET_IF_EPOCH)
+        # Tells this store's messages from other processes', and names it in their warnings.
+        self._origin = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._get_script = self._client.register_script(GET)
+        self._acquire = self._client.register_script(ACQUIRE)
+        self._renew = self._client.register_script(RENEW)
+        self._release = self._client.register_script(RELEASE)
+        self._set_if_epoch = self._client.register_script(SET_IF_EPOCH)
+        self._invalidate = self._client.register_script(INVALIDATE)
         self._epoch_key = f"{prefix}epoch"
         self._opened = 0
         self._runs = 0
         self._listener: NoticeListener | None = None
         # Hits served from this process for up to near_ttl s, while invalidations can reach us.
-        self._near = NearCache(near_ttl)
+        self._near = NearCache(
+            near_ttl,
+            max_entries=near_max_entries,
+            max_bytes=near_max_bytes,
+            max_value_bytes=max_value_bytes,
+        )
         self._near_trusted = False  # true while the listener is subscribed
         self._near_generation = 0  # bumped by every invalidation: a read racing one is not kept
+        self._acks: dict[str, _PendingAck] = {}
+        self._peers: dict[str, None] = {}  # origins heard from, oldest first (bounded)
+        self._warned: dict[str, float] = {}
+        self._last_repair = 0  # key -> when its bad data was last logged
 
     def __repr__(self) -> str:
         return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
 
+    @property
+    def near_nbytes(self) -> int:
+        """Bytes of keys and values in this process's near cache now."""
+        return self._near.nbytes
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
+        """Connect and try every command and script the store uses on a probe key.
+
+        Raises StoreUnavailable if Redis cannot be reached, StoreError naming the missing
+        permission if the Redis user lacks one, or saying Redis Cluster is not supported.
+        """
         try:
             await trio.to_thread.run_sync(self._client.ping, limiter=self._limiter)
         except (redis.RedisError, OSError) as exc:
-            raise self._unavailable("cannot reach Redis at", exc) from exc
+            raise self._error("cannot reach Redis at", exc) from exc
+        await self._call(self._probe_sync)
         self._opened += 1
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -169,47 +186,64 @@ class RedisStore(Store):
     async def get(self, key: str) -> Entry | None:
         """The entry under ``key``, from the near cache while it can be trusted, else Redis.
 
-        A near hit costs no thread hop and no round trip; Redis answers ``GET`` and ``PTTL``
-        in one trip.
+        A near hit costs no thread hop and no round trip; Redis answers with the value and
+        its ttl in one trip, and does not send a value over ``max_value_bytes`` at all.
         """
         if self._near_trusted:
             entry = self._near.get(key)
             if entry is not None:
                 return entry
         generation = self._near_generation
-        entry = await self._call(self._get_sync, self._value_key(key))
-        if entry is not None:
+        vkey = self._value_key(key)
+        reply = await self._call(self._get_script, [vkey], [self.max_value_bytes])
+        status = reply[0]
+        if status == 1:
+            pttl, value = reply[1], reply[2]
+            entry = Entry(cast(bytes, value), pttl / 1000 if pttl >= 0 else None)
             self._keep_near(key, entry, generation)
-        return entry
+            return entry
+        if status == 2:
+            self._warn_bad_data(key, f"{reply[2]} bytes, over max_value_bytes: treated as a miss")
+        elif status == 3:
+            self._warn_bad_data(key, "not a string (WRONGTYPE): treated as a miss")
+        return None
 
     async def set(self, key: str, value: bytes, ttl: float, *, epoch: int | None = None) -> bool:
         vkey = self._value_key(key)
         if ttl <= 0:  # as MemoryStore: nothing stays stored
             await self.delete(key)
             return False
+        if len(value) > self.max_value_bytes:
+            self._warn_bad_data(key, f"not stored: {len(value)} bytes, over max_value_bytes")
+            return False
         generation = self._near_generation
         px = _milliseconds(ttl)
         if epoch is None:
             await self._call(functools.partial(self._client.set, vkey, value, px=px))
-        elif not await self._call(self._set_if_epoch, [vkey, self._epoch_key], [value, px, epoch]):
+        elif not await self._call(
+            self._set_if_epoch, [vkey, self._epoch_key], [value, px, str(epoch)]
+        ):
             return False
         self._keep_near(key, Entry(value, ttl), generation)
         return True
 
     async def epoch(self) -> int:
-        return int(await self._call(self._client.get, self._epoch_key) or 0)
+        """The invalidation counter; a corrupt one is repaired (set to the time in ms)."""
+        return await self._call(self._epoch_sync)
 
     async def delete(self, key: str) -> bool:
         """Remove ``key`` here, in Redis, and from every process's near cache."""
         self._forget(key, prefix=False)
-        removed = bool(await self._call(self._delete_sync, self._value_key(key)))
+        keys = [self._epoch_key, self._value_key(key)]
+        removed, _ = await self._call(self._invalidate, keys, [self._repair_value()])
         await self._announce_invalidation(key, prefix=False)
-        return removed
+        return bool(removed)
 
     async def delete_prefix(self, prefix: str) -> int:
         """Remove every value key under ``prefix``, everywhere, near caches included."""
         self._forget(prefix, prefix=True)
-        await self._call(self._client.incr, self._epoch_key)  # before: a racing SET then fails
+        # The epoch goes first: a SET racing the scan then fails.
+        await self._call(self._invalidate, [self._epoch_key], [self._repair_value()])
         pattern = _glob_escape(self._value_key(prefix)) + "*"
         removed = await self._call(self._delete_matching_sync, pattern)
         await self._announce_invalidation(prefix, prefix=True)
@@ -236,16 +270,56 @@ class RedisStore(Store):
         self._near.clear()
 
     async def _announce_invalidation(self, key: str, *, prefix: bool) -> None:
-        message = encode_invalidation(key, prefix, self._origin)
-        await self._call(self._client.publish, self._channel, message)
+        """Tell every listener, and wait (bounded) until each acknowledged having dropped it."""
+        id = secrets.token_hex(8)
+        pending = self._acks[id] = _PendingAck()
+        try:
+            message = encode_invalidation(key, prefix, self._origin, id)
+            receivers = await self._call(self._client.publish, self._channel, message)
+            pending.expected = receivers
+            if len(pending.ackers) < receivers:
+                with trio.move_on_after(self.invalidation_wait):
+                    await pending.done.wait()
+        finally:
+            del self._acks[id]
+        missing = receivers - len(pending.ackers)
+        if missing > 0:
+            silent = [p for p in self._peers if p not in pending.ackers][-5:]
+            logger.warning(
+                "invalidating %r: %d of %d processes sharing %s did not acknowledge within "
+                "%g s (silent among: %s)",
+                key,
+                missing,
+                receivers,
+                self.url,
+                self.invalidation_wait,
+                ", ".join(silent) or "processes never heard from",
+            )
+
+    def _on_ack(self, id: str, origin: str) -> None:
+        """An acknowledgement arrived (trio thread)."""
+        self._peers.pop(origin, None)
+        self._peers[origin] = None
+        if len(self._peers) > 1000:
+            del self._peers[next(iter(self._peers))]
+        pending = self._acks.get(id)
+        if pending is None:
+            return
+        pending.ackers.add(origin)
+        if pending.expected is not None and len(pending.ackers) >= pending.expected:
+            pending.done.set()
 
     # -- leases ----------------------------------------------------------------------------
 
     async def acquire_lease(self, key: str, token: str, ttl: float) -> Lease:
-        keys, args = [self._lease_key(key)], [token, _milliseconds(ttl)]
-        acquired, holder, pttl = await self._call(self._acquire, keys, args)
-        holder = holder.decode() if isinstance(holder, bytes) else str(holder)
-        return Lease(bool(acquired), holder, max(int(pttl), 0) / 1000)
+        self._check_lease_request(token, ttl)
+        keys, args = [self._lease_key(key)], [token, _milliseconds(ttl), _milliseconds(MAX_LEASE)]
+        status, holder, pttl = await self._call(self._acquire, keys, args)
+        holder = holder.decode("ascii", "replace") if isinstance(holder, bytes) else str(holder)
+        if status == 2:
+            logger.warning("broke the foreign lease %r on %r in %s", holder, key, self.url)
+            holder = token
+        return Lease(status != 0, holder, int(pttl) / 1000)
 
     async def renew_lease(self, key: str, token: str, ttl: float) -> bool:
         keys, args = [self._lease_key(key)], [token, _milliseconds(ttl)]
@@ -259,12 +333,20 @@ class RedisStore(Store):
         milliseconds = _milliseconds(ttl)
 
         def renew_all() -> list[Any]:
-            pipe = self._client.pipeline(transaction=False)
-            for key in keys:
-                self._renew(
-                    keys=[self._lease_key(key)], args=[leases[key], milliseconds], client=pipe
-                )
-            return pipe.execute()
+            # EVALSHA straight away: redis-py's script pipelining would add a SCRIPT EXISTS trip.
+            for attempt in (1, 2):
+                pipe = self._client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.evalsha(
+                        self._renew.sha, 1, self._lease_key(key), leases[key], milliseconds
+                    )
+                try:
+                    return pipe.execute()
+                except redis.exceptions.NoScriptError:
+                    if attempt == 2:
+                        raise
+                    self._renew.sha = self._client.script_load(RENEW)
+            raise AssertionError("unreachable")
 
         results = await self._call(renew_all)
         return frozenset(key for key, renewed in zip(keys, results, strict=True) if not renewed)
@@ -276,7 +358,7 @@ class RedisStore(Store):
         the lease still taken, would otherwise wait out the lease: it re-checks at once.
         """
         if await self._call(self._release, [self._lease_key(key)], [token]):
-            self._deliver(Notice(key, "abandoned", "lease released"))
+            self._deliver(Notice(key, "abandoned", "lease released", token=token))
 
     # -- notices ---------------------------------------------------------------------------
 
@@ -289,11 +371,6 @@ class RedisStore(Store):
         """
         self._deliver(notice)
         await self._call(self._client.publish, self._channel, encode_notice(notice, self._origin))
-
-    def _wake_all(self, reason: str) -> None:
-        """Wake every local watch with a synthetic ``abandoned`` notice so it re-checks now."""
-        for key in tuple(self._watches):
-            self._deliver(Notice(key, "abandoned", reason))
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -309,23 +386,29 @@ class RedisStore(Store):
         try:
             return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
         except (redis.RedisError, OSError) as exc:
-            raise self._unavailable("lost Redis at", exc) from exc
+            raise self._error("lost Redis at", exc) from exc
 
-    def _delete_sync(self, vkey: str) -> int:
-        with self._client.pipeline(transaction=True) as pipe:
-            pipe.incr(self._epoch_key)
-            pipe.unlink(vkey)
-            _, removed = pipe.execute()
-        return int(removed)
+    def _epoch_sync(self) -> int:
+        try:
+            raw = self._client.get(self._epoch_key)
+        except redis.ResponseError as exc:
+            if not str(exc).startswith("WRONGTYPE"):
+                raise
+            raw = b"(not a string)"
+        if raw is None:
+            return 0
+        text = cast(bytes, raw)
+        if text.isdigit() and len(text) <= 18:
+            return int(text)
+        repaired = self._repair_value()
+        self._client.set(self._epoch_key, repaired)
+        logger.warning("repaired the corrupt epoch %.40r in %s (now %d)", text, self.url, repaired)
+        return repaired
 
-    def _get_sync(self, vkey: str) -> Entry | None:
-        with self._client.pipeline(transaction=True) as pipe:
-            pipe.get(vkey)
-            pipe.pttl(vkey)
-            value, pttl = pipe.execute()
-        if value is None:
-            return None
-        return Entry(cast(bytes, value), pttl / 1000 if pttl >= 0 else None)
+    def _repair_value(self) -> int:
+        """What a corrupt epoch becomes: the time in ms, above any count and any earlier repair."""
+        self._last_repair = max(_now_ms(), self._last_repair + 1)
+        return self._last_repair
 
     def _delete_matching_sync(self, pattern: str) -> int:
         removed = 0
@@ -339,8 +422,96 @@ class RedisStore(Store):
             removed += self._client.unlink(*batch)
         return removed
 
-    def _unavailable(self, what: str, exc: BaseException) -> StoreUnavailable:
-        return StoreUnavailable(f"{what} {self.url}: {self._describe(exc)}")
+    def _probe_sync(self) -> None:
+        """Use every command and script once, on probe keys of our own under the prefix."""
+        client = self._client
+        base = f"{self.prefix}probe:{self._origin}:"
+        vkey, lkey, ekey = f"{base}v", f"{base}lease", f"{base}epoch"
+        mine, theirs = secrets.token_hex(16), secrets.token_hex(16)
+        try:
+            # Each command scripts use, directly first: a refusal inside a script names none.
+            client.set(vkey, b"probe", px=10_000)
+            client.get(vkey)
+            client.strlen(vkey)
+            client.pttl(vkey)
+            client.pexpire(vkey, 10_000)
+            client.execute_command("INCR", ekey)  # type: ignore[no-untyped-call] # incr() sends INCRBY
+            client.unlink(ekey)
+            client.delete(vkey)
+            for script in (
+                self._get_script,
+                self._acquire,
+                self._renew,
+                self._release,
+                self._set_if_epoch,
+                self._invalidate,
+            ):
+                script.sha = client.script_load(script.script)
+            client.set(vkey, b"probe", px=10_000)
+            self._get_script([vkey], [self.max_value_bytes])
+            self._set_if_epoch([vkey, ekey], [b"probe", 10_000, "0"])
+            self._invalidate([ekey, vkey], [_now_ms()])
+            lease_ms = [10_000, _milliseconds(MAX_LEASE)]
+            self._acquire([lkey], [mine, *lease_ms])
+            self._acquire([lkey], [mine, *lease_ms])
+            self._acquire([lkey], [theirs, *lease_ms])
+            self._renew([lkey], [mine, 10_000])
+            self._release([lkey], [mine])
+            client.publish(self._channel, json.dumps({"probe": self._origin}))
+            pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe(self._channel)
+                pubsub.get_message(timeout=self.socket_timeout)
+            finally:
+                pubsub.close()
+            client.unlink(*client.scan_iter(match=_glob_escape(base) + "*", count=100), vkey)
+        finally:
+            with contextlib.suppress(redis.RedisError, OSError):
+                client.delete(vkey, lkey, ekey)
+
+    def _warn_bad_data(self, key: str, problem: str) -> None:
+        """Log bad data under ``key``, at most once a minute per key."""
+        now = time.monotonic()
+        if now - self._warned.get(key, -_WARN_EVERY) < _WARN_EVERY:
+            return
+        if len(self._warned) > 1000:
+            self._warned.clear()
+        self._warned[key] = now
+        logger.warning("%r in %s: %s", key, self.url, problem)
+
+    def _error(self, what: str, exc: BaseException) -> StoreError:
+        """Our exception for a redis-py one: an outage, or a refusal explained."""
+        described = self._describe(exc)
+        if isinstance(exc, (redis.AuthenticationError, redis.exceptions.AuthorizationError)):
+            return StoreError(f"Redis at {self.url} refused the credentials: {described}")
+        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
+            return StoreUnavailable(f"{what} {self.url}: {described}")
+        text = self._scrub(str(exc))
+        if isinstance(exc, (redis.exceptions.AskError, redis.exceptions.ClusterError)) or (
+            text.startswith(_CLUSTER_REPLIES) or "CROSSSLOT" in described
+        ):
+            return StoreError(
+                f"Redis Cluster is not supported by this URL ({self.url}): {described}"
+            )
+        if isinstance(exc, redis.exceptions.NoPermissionError) or "executing the script" in text:
+            return StoreError(f"Redis at {self.url}: {self._permission_hint(text)}")
+        return StoreError(f"Redis at {self.url} refused: {described}")
+
+    def _permission_hint(self, text: str) -> str:
+        command = re.search(r"run the '([^']+)' command", text)
+        if "executing the script" in text:
+            name, need = "a command its scripts run", "the permissions of the README's ACL rule"
+        elif command is not None:
+            name = command.group(1).lower()
+            need = f"+{name}"
+        elif "channel" in text:
+            name, need = "its channel", f"&{self.prefix}*"
+        else:
+            name, need = "its keys", f"~{self.prefix}*"
+        return (
+            f"Redis user {self._user!r} lacks permission for {name!r}: add {need} to its ACL "
+            f"rule ({text})"
+        )
 
     def _describe(self, exc: BaseException) -> str:
         return self._scrub(f"{type(exc).__name__}: {exc}")
@@ -349,6 +520,17 @@ class RedisStore(Store):
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+
+class _PendingAck:
+    """The acknowledgements one invalidation is waiting for."""
+
+    __slots__ = ("ackers", "done", "expected")
+
+    def __init__(self) -> None:
+        self.ackers: set[str] = set()
+        self.expected: int | None = None  # how many listeners got it; known once published
+        self.done = trio.Event()
 
 
 def redact_url(url: str) -> str:
@@ -385,3 +567,8 @@ def _glob_escape(text: str) -> str:
 
 def _milliseconds(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
+
+
+def _now_ms() -> int:
+    """The wall-clock time in ms: larger than any epoch count, so a repair only increases it."""
+    return time.time_ns() // 1_000_000

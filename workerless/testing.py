@@ -1,4 +1,5 @@
-"""Helpers for users' own tests: capture the events a Cacher or Workerless emits."""
+"""Helpers for users' own tests: capture the events a Cacher or Workerless emits, and (with
+pytest installed) `StoreContract`, the test suite every store must pass."""
 
 from __future__ import annotations
 
@@ -11,6 +12,15 @@ from ._events import Event
 from ._fragment import Workerless
 
 __all__ = ["CapturedEvents", "capture_events"]
+
+try:
+    import pytest  # noqa: F401 - only to learn whether the contract suite can be offered
+except ImportError:  # capture_events needs no pytest
+    pass
+else:
+    from ._contract import Plant, StoreContract, running_store
+
+    __all__ += ["Plant", "StoreContract", "running_store"]
 
 E = TypeVar("E", bound=Event)
 

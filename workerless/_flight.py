@@ -1,0 +1,71 @@
+"""What one computation is, and what its callers get: flights, outcomes, and Fetched."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+import trio
+
+from ._claim import Failure
+
+__all__ = ["Fetched", "Flight", "Rules", "Success"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched(Generic[T]):
+    """A value and how it was obtained.
+
+    ``source`` is ``"hit"`` (read from the store), ``"computed"`` (this call started the
+    computation that produced it) or ``"collapsed"`` (it joined a computation started by
+    another caller, in this process or another).  ``stored`` tells whether the value is in
+    the store; ``ttl`` is its remaining lifetime on a hit.
+    """
+
+    value: T
+    source: Literal["hit", "computed", "collapsed"]
+    stored: bool = False
+    ttl: float | None = None
+    store_available: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Success(Generic[T]):
+    """A computation's value: ``stored`` in the store; ``shared`` with callers who joined."""
+
+    value: T
+    stored: bool
+    shared: bool
+    computed_here: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Rules(Generic[T]):
+    """What one computation was asked for: its limits, and which values may be kept or shared."""
+
+    ttl: float
+    hard_limit: float
+    cacheable: Callable[[T], bool] | None
+    shareable: Callable[[T], bool] | None
+
+
+class Flight:
+    """One running computation of one key in this process, and what its waiters will get.
+
+    ``outcome`` is written once, by the computation's task, just before ``done`` is set;
+    ``wake`` is set when done, or when the cacher starts draining (then ``done`` may be
+    false).  ``registered`` flights are the ones later callers of the key join.
+    """
+
+    __slots__ = ("done", "key", "outcome", "registered", "store_available", "wake")
+
+    def __init__(self, key: str, *, registered: bool) -> None:
+        self.key = key
+        self.registered = registered
+        self.wake = trio.Event()
+        self.done = False
+        self.outcome: Success[Any] | Failure | None = None
+        self.store_available = True
