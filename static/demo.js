@@ -3,7 +3,13 @@
   "use strict";
 
   function describe(cacheStatus) {
-    // Order matters: a collapsed request is also a fwd=miss.
+    // Order matters: a stale answer is also a hit, a collapsed request also a fwd=miss.
+    if (cacheStatus.indexOf("detail=stale-if-error") !== -1) {
+      return { source: "stale", text: "stale: its refresh failed" };
+    }
+    if (cacheStatus.indexOf("fwd=stale") !== -1) {
+      return { source: "stale", text: "stale, refreshing" };
+    }
     if (/;\s*hit\b/.test(cacheStatus)) {
       return { source: "hit", text: "from cache" };
     }

@@ -1,15 +1,16 @@
-"""Real servers for the tests: redis-server and hypercorn, on free ports of 127.0.0.1."""
+"""Real servers for the tests: redis-server, hypercorn and nginx, on free ports of 127.0.0.1."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -122,9 +123,10 @@ def hypercorn(
     *,
     env: Mapping[str, str] | None = None,
     args: tuple[str, ...] = (),
+    port: int | None = None,
 ) -> Iterator[Hypercorn]:
-    """Start hypercorn on a free port in its own process group; stop it (SIGTERM) after."""
-    port = free_port()
+    """Start hypercorn on ``port`` (default: a free one) in its own process group; stop it after."""
+    port = port or free_port()
     log = log_dir / f"hypercorn-{port}.log"
     environ = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", **(env or {})}
     with log.open("wb") as out:
@@ -175,3 +177,87 @@ async def serve_in_process(app: Any, *, graceful_timeout: float = 1.0) -> AsyncI
             yield binds[0]
         finally:
             stop.set()
+
+
+NGINX = Path("/usr/sbin/nginx")
+_NGINX_CONF = """\
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{
+    worker_connections 1024;
+}}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+{http}
+}}
+"""
+
+
+def readme_nginx_blocks(heading: str) -> list[str]:
+    """The ```nginx blocks of the README's section ``## heading``, as written there."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```nginx\n(.*?)```", section, re.S)
+
+
+@dataclass
+class Nginx:
+    """A real Debian nginx in the foreground, with its pid, logs and temp files in ``directory``."""
+
+    proc: subprocess.Popen[bytes]
+    directory: Path
+
+    @property
+    def error_log(self) -> str:
+        path = self.directory / "error.log"
+        return path.read_text() if path.exists() else ""
+
+
+@contextmanager
+def nginx(http: str, directory: Path, *, ports: Sequence[int]) -> Iterator[Nginx]:
+    """Run nginx with ``http`` (upstream and server blocks) inside its ``http {}`` context.
+
+    ``http`` must listen on 127.0.0.1 only, on the ``ports`` given (take them from `free_port`);
+    this returns once nginx accepts on every one of them, and stops nginx (SIGTERM) after.
+    """
+    if not NGINX.exists():
+        raise RuntimeError(f"no {NGINX}: apt-get install -y nginx")
+    directory.mkdir(parents=True, exist_ok=True)
+    conf = directory / "nginx.conf"
+    conf.write_text(_NGINX_CONF.format(dir=directory, http=http))
+    log = directory / "stderr.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                str(NGINX),
+                "-p",
+                str(directory),
+                "-e",
+                str(directory / "error.log"),
+                "-c",
+                str(conf),
+                "-g",
+                "daemon off;",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        for port in ports:
+            wait_for_port(port, proc=proc)
+        yield Nginx(proc, directory)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)

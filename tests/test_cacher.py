@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import struct
 from collections.abc import Mapping
 
 import pytest
@@ -23,7 +24,9 @@ from workerless import (
     Miss,
     Notice,
     Overloaded,
+    Refreshed,
     Rejected,
+    Stale,
     StillComputing,
     Stored,
     StoreUnavailable,
@@ -442,3 +445,109 @@ async def test_failure_notice_counts_only_from_the_lease_holder() -> None:
             started = trio.current_time()
             assert await cacher.fetch("j", Upstream()) == "value #1"
     assert 0.3 <= trio.current_time() - started < 4  # at the lease's end, not on a 30 s timer
+
+
+class Clocked:
+    """A computation whose results count up, and that can be made to fail."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.fail = False
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        await trio.sleep(0.05)
+        if self.fail:
+            raise ValueError("upstream down")
+        return f"v{self.calls}"
+
+
+async def test_stale_value_is_served_at_once_while_one_refresh_runs() -> None:
+    """Past its ttl, inside the stale window: 50 callers get the old value at once, one
+    refresh runs, and the next caller gets the new value as a hit."""
+    upstream = Clocked()
+    with trio.fail_after(5):
+        async with Cacher(ttl=0.2, stale=5, early_refresh=0) as cacher:
+            await cacher.fetch("s", upstream)
+            await trio.sleep(0.3)
+            with capture_events(cacher) as events:
+                results = []
+
+                async def caller() -> None:
+                    results.append(await cacher.fetch_result("s", upstream))
+
+                async with trio.open_nursery() as nursery:
+                    for _ in range(50):
+                        nursery.start_soon(caller)
+                await cacher.wait_idle()
+            after = await cacher.fetch_result("s", upstream)
+    assert {(r.value, r.source) for r in results} == {("v1", "stale")}
+    assert all(r.ttl is not None and r.ttl < 0 for r in results)
+    assert upstream.calls == 2
+    assert (after.value, after.source) == ("v2", "hit")
+    assert len(events.of(Stale)) == 50 and not events.of(Miss)
+    assert [e.key for e in events.of(Refreshed)] == ["s"]
+
+
+async def test_stale_if_error_serves_the_old_value_when_the_computation_fails() -> None:
+    """Past the stale window, inside stale_if_error: a failed computation returns the old
+    value (with the failure), and the next call tries the computation again."""
+    upstream = Clocked()
+    with trio.fail_after(5):
+        async with Cacher(ttl=0.1, stale_if_error=5, early_refresh=0) as cacher:
+            await cacher.fetch("e", upstream)
+            await trio.sleep(0.2)
+            upstream.fail = True
+            with capture_events(cacher) as events:
+                first = await cacher.fetch_result("e", upstream)
+                second = await cacher.fetch_result("e", upstream)
+            upstream.fail = False
+            third = await cacher.fetch_result("e", upstream)
+    assert (first.value, first.source, first.failure) == (
+        "v1",
+        "stale",
+        "ValueError: upstream down",
+    )
+    assert second.value == "v1" and upstream.calls == 4
+    assert (third.value, third.source) == ("v4", "computed")
+    assert [e.failure for e in events.of(Stale)] == ["ValueError: upstream down"] * 2
+
+
+async def test_outside_the_windows_a_failure_is_an_error() -> None:
+    """With no stale windows, an expired value is gone: a failing computation raises."""
+    upstream = Clocked()
+    with trio.fail_after(5):
+        async with Cacher(ttl=0.1, early_refresh=0) as cacher:
+            await cacher.fetch("g", upstream)
+            await trio.sleep(0.2)
+            upstream.fail = True
+            with pytest.raises(ComputationFailed):
+                await cacher.fetch("g", upstream)
+
+
+async def test_early_refresh_recomputes_a_hot_key_before_it_expires() -> None:
+    """A key read continuously is refreshed before its ttl ends: no caller ever waits."""
+    upstream = Clocked()
+    sources: list[str] = []
+    with trio.fail_after(10):
+        async with Cacher(ttl=0.5) as cacher:
+            await cacher.fetch("hot", upstream)
+            end = trio.current_time() + 2
+            while trio.current_time() < end:
+                sources.append((await cacher.fetch_result("hot", upstream)).source)
+                await trio.sleep(0.005)
+    assert set(sources) == {"hit"}
+    assert upstream.calls >= 3  # refreshed in the background, several times in 2 s
+
+
+async def test_corrupt_freshness_record_is_a_miss() -> None:
+    """An entry whose freshness record is garbage (NaN windows, wrong magic) is recomputed."""
+    store = MemoryStore()
+    upstream = Clocked()
+    nan_windows = b"WLF1" + struct.pack("!ddd8s", float("nan"), 0.0, 0.0, b"x" * 8) + b'"old"'
+    with trio.fail_after(5):
+        async with Cacher(store) as cacher:
+            for planted in (nan_windows, b"WLF2" + nan_windows[4:], b'"bare json"'):
+                await store.set("c", planted, 60)
+                assert await cacher.fetch("c", upstream) == f"v{upstream.calls}"
+                await cacher.invalidate("c")

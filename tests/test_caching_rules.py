@@ -133,3 +133,20 @@ async def test_misses_past_the_cap_get_503_while_hits_and_joins_go_on(served: Se
     with trio.fail_after(10):
         after = await served.client.get("/quick/refused")
     assert after.status_code == 200
+
+
+async def test_invalidate_drops_every_variant(served: Served) -> None:
+    """invalidate(url) drops the per-language and per-credentials variants too."""
+    alice = {"Authorization": "Bearer alice"}
+    with trio.fail_after(15):
+        for language in ["fr", "fr", "fr"]:  # learn Vary, then store, then hit
+            await served.client.get("/vary/inv", headers={"Accept-Language": language})
+        await served.client.get("/quick/inv", headers=alice)
+        before = dict(served.probe.computations)
+        assert await served.workerless.invalidate("/vary/inv")
+        assert await served.workerless.invalidate("/quick/inv")
+        french = await served.client.get("/vary/inv", headers={"Accept-Language": "fr"})
+        as_alice = await served.client.get("/quick/inv", headers=alice)
+    assert "fwd=miss" in french.headers["cache-status"]
+    assert served.probe.computations["vary/inv"] == before["vary/inv"] + 1
+    assert as_alice.text == "quick inv #2"

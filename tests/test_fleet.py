@@ -332,3 +332,39 @@ async def test_waiters_on_another_server_fall_back_at_once_when_redis_dies(
     # B started its own 3 s computation when Redis died (~1 s in), not after the 15 s lease.
     assert answers["b"] < 1 + 3 + 3
     assert computations(counter, name) == 2
+
+
+async def test_stale_answers_at_once_and_one_refresh_across_servers(
+    redis: RedisServer, counter: redis_py.Redis, tmp_path: Path
+) -> None:
+    """After the ttl, inside the stale window: 40 concurrent requests over two servers all get
+    the old fragment at once, and exactly one refresh runs in the whole fleet."""
+    name = unique("stale")
+    path = f"/fragment/{name}"
+    with ExitStack() as stack:
+        servers = start_servers(
+            stack, tmp_path, [1, 1], store_url=redis.url, counter_url=redis.url,
+            WORKERLESS_TTL="1", WORKERLESS_STALE="60", WORKERLESS_EARLY_REFRESH="0",
+            WORKERLESS_NEAR_TTL="0",
+        )
+        with trio.fail_after(30):
+            async with client() as http:
+                first = await http.get(servers[0].url + path)
+                await trio.sleep(1.2)
+                responses: list[httpx.Response] = []
+
+                async def get(server: Hypercorn) -> None:
+                    responses.append(await http.get(server.url + path))
+
+                started = trio.current_time()
+                async with trio.open_nursery() as nursery:
+                    for n in range(40):
+                        nursery.start_soon(get, servers[n % 2])
+                answered_in = trio.current_time() - started
+                await trio.sleep(1.5)  # the refresh takes 1 s
+                fresh = await http.get(servers[1].url + path)
+    assert {r.content for r in responses} == {first.content}
+    assert all("fwd=stale" in r.headers["Cache-Status"] for r in responses)
+    assert answered_in < 1  # nobody waited for the 1 s refresh
+    assert computations(counter, name) == 2
+    assert computation(fresh) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -50,6 +51,32 @@ def test_wheel_ships_static_and_templates(wheel: Path) -> None:
     assert not any("screenshots" in name for name in names)
 
 
+def test_wheel_ships_the_license(wheel: Path) -> None:
+    """The wheel's metadata carries the MIT LICENSE file and names it."""
+    with zipfile.ZipFile(wheel) as archive:
+        info = f"{wheel.name.split('-')[0]}-{workerless.__version__}.dist-info"
+        license_text = archive.read(f"{info}/licenses/LICENSE").decode()
+        metadata = archive.read(f"{info}/METADATA").decode()
+    assert license_text == (ROOT / "LICENSE").read_text()
+    assert "Copyright (c) 2026 The workerless developers" in license_text
+    assert "License-Expression: MIT" in metadata
+    assert "License-File: LICENSE" in metadata
+
+
+def test_sdist_ships_the_license(tmp_path: Path) -> None:
+    """The source distribution carries the LICENSE file at its top level."""
+    subprocess.run(
+        [sys.executable, "-m", "hatchling", "build", "--target", "sdist", "-d", str(tmp_path)],
+        cwd=ROOT, check=True, timeout=120, capture_output=True,
+    )  # fmt: skip
+    (sdist,) = tmp_path.glob("workerless-*.tar.gz")
+    top = sdist.name.removesuffix(".tar.gz")
+    with tarfile.open(sdist) as archive:
+        license_file = archive.extractfile(f"{top}/LICENSE")
+        assert license_file is not None
+        assert license_file.read().decode() == (ROOT / "LICENSE").read_text()
+
+
 def test_installed_wheel_serves_the_demo_outside_the_repo(
     wheel: Path, tmp_path: Path
 ) -> None:
@@ -86,7 +113,7 @@ def test_installed_wheel_serves_the_demo_outside_the_repo(
         proc.terminate()
         proc.wait(15)
     assert page.status_code == 200
-    assert page.text.count("data-fragment=") == 5
+    assert page.text.count("data-fragment=") == 6
     assert script.status_code == 200
     assert "workerless:load" in script.text
     assert str(venv) in where.stdout

@@ -40,10 +40,20 @@ async def served(redis: RedisServer, planter: redis_py.Redis) -> AsyncIterator[S
         yield Served(url, client, workerless, probe)
 
 
-def entry(status: object, headers: object, body: bytes = b"planted") -> bytes:
-    """Bytes shaped like a stored response, with whatever metadata the planter chose."""
+def envelope(payload: bytes, stale: float = 0.0, stale_if_error: float = 0.0) -> bytes:
+    """A stored entry's freshness record around ``payload``, as a planter could write it."""
+    return b"WLF1" + struct.pack("!ddd8s", stale, stale_if_error, 0.1, b"planted!") + payload
+
+
+def response(status: object, headers: object, body: bytes = b"planted") -> bytes:
+    """Bytes shaped like an encoded response, with whatever metadata the planter chose."""
     meta = json.dumps([status, headers]).encode()
     return struct.pack("!3sI", b"WL1", len(meta)) + meta + body
+
+
+def entry(status: object, headers: object, body: bytes = b"planted") -> bytes:
+    """A whole stored entry: a well-formed freshness record around a planted response."""
+    return envelope(response(status, headers, body))
 
 
 PLANTED = {
@@ -53,8 +63,12 @@ PLANTED = {
     "crlf-in-value": entry(200, [["X-Evil", "a\r\nSet-Cookie: stolen=1"]]),
     "bad-name": entry(200, [["Bad Name:", "x"]]),
     "private": entry(200, [["Cache-Control", "private"]]),
-    "truncated": entry(200, [])[:9],
+    "truncated": entry(200, [])[:30],
     "not-ours": b"hello",
+    "no-freshness-record": response(200, []),
+    "freshness-nan": envelope(response(200, []), stale=float("nan")),
+    "freshness-negative": envelope(response(200, []), stale_if_error=-5.0),
+    "freshness-huge": envelope(response(200, []), stale=1e300),
 }
 
 

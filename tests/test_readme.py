@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from apps.contract_app import make_app
 from servers import ROOT, serve_in_process
 
 import workerless
@@ -61,3 +62,23 @@ async def test_readme_cacher_snippet_runs(capsys: pytest.CaptureFixture[str]) ->
     assert value == "result for a"
     assert calls == ["a"]
     assert capsys.readouterr().out == "hit find:a\n"
+
+
+async def test_readme_freshness_snippet_registers_its_windows() -> None:
+    """The Freshness section's route registers with the ttl and windows it shows, and serves."""
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"## Freshness.*?```python\n(.*?)```", readme, re.S)
+    assert match is not None
+    app, workerless_, _ = make_app()
+
+    async def render_prices() -> str:
+        return "<p>prices</p>"
+
+    namespace: dict[str, Any] = {"workerless": workerless_, "render_prices": render_prices}
+    exec(match.group(1), namespace)  # the README's own text
+    route = app.view_functions["prices"].__self__
+    assert (route.ttl, route.stale, route.stale_if_error) == (60, 600, 86400)
+    with trio.fail_after(10):
+        async with serve_in_process(app) as url, httpx.AsyncClient(base_url=url) as client:
+            response = await client.get("/prices")
+    assert response.text == "<p>prices</p>"

@@ -12,7 +12,17 @@ from ._errors import (
     StoreUnavailable,
     WorkerlessError,
 )
-from ._events import CacherStatistics, Event, Failed, Hit, Miss, Rejected, Stored
+from ._events import (
+    CacherStatistics,
+    Event,
+    Failed,
+    Hit,
+    Miss,
+    Refreshed,
+    Rejected,
+    Stale,
+    Stored,
+)
 from ._flight import Fetched
 from ._fragment import FragmentRoute, Workerless
 from ._memory import MemoryStore
@@ -42,8 +52,10 @@ __all__ = [
     "Notice",
     "Overloaded",
     "RedisStore",
+    "Refreshed",
     "Rejected",
     "Settings",
+    "Stale",
     "StillComputing",
     "Store",
     "StoreError",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, overload
 
@@ -22,13 +24,16 @@ from ._events import (
     Hit,
     Listeners,
     Miss,
+    Refreshed,
     Rejected,
+    Stale,
     Stored,
 )
 from ._flight import Fetched, Flight, Rules, Success
+from ._freshness import Envelope, Standing, should_refresh_early, standing
 from ._guard import GuardedStore
 from ._memory import MemoryStore
-from ._store import MAX_LEASE, Notice, Store, Watch
+from ._store import MAX_LEASE, Entry, Notice, Store, Watch
 
 __all__ = ["Cacher", "Fetched"]
 
@@ -62,12 +67,15 @@ class Cacher(Generic[T]):
         lease: float = 15.0,
         grace: float = 3.0,
         max_computations: int = 1000,
+        stale: float = 0.0,
+        stale_if_error: float = 0.0,
+        early_refresh: float = 1.0,
         codec: Codec[T] | None = None,
     ) -> None:
-        if ttl <= 0 or hard_limit <= 0 or lease <= 0 or grace < 0 or max_computations < 1:
-            raise ValueError(
-                "ttl, hard_limit, lease and max_computations must be positive, grace not negative"
-            )
+        if ttl <= 0 or hard_limit <= 0 or lease <= 0 or max_computations < 1:
+            raise ValueError("ttl, hard_limit, lease and max_computations must be positive")
+        if grace < 0 or stale < 0 or stale_if_error < 0 or early_refresh < 0:
+            raise ValueError("grace, stale, stale_if_error and early_refresh must not be negative")
         if lease > MAX_LEASE:  # stores break longer leases as foreign
             raise ValueError(f"lease must be at most {MAX_LEASE:g} s")
         self._guard = GuardedStore(
@@ -78,10 +86,14 @@ class Cacher(Generic[T]):
         self.lease = lease
         self.grace = grace
         self.max_computations = max_computations
+        self.stale = stale
+        self.stale_if_error = stale_if_error
+        self.early_refresh = early_refresh
         self.codec: Codec[T] = codec if codec is not None else JSONCodec()
         self._listeners = Listeners()
-        self._flights: dict[str, Flight] = {}  # registered flights, by key
-        self._running: set[Flight] = set()  # every running flight, registered or not
+        self._flights: dict[str, Flight] = {}  # misses' flights, by key: later misses join them
+        self._refreshing: dict[str, Flight] = {}  # background refreshes: readers never wait
+        self._running: set[Flight] = set()  # every running flight
         self._waiting: set[Watch] = set()  # watches blocked on another process's computation
         self._keeper = LeaseKeeper(self._guard)
         self._nursery: trio.Nursery | None = None
@@ -90,7 +102,7 @@ class Cacher(Generic[T]):
         self._idle.set()
         self._draining = False
         self._hits = self._misses = self._collapsed = 0
-        self._computations = self._failures = self._rejected = 0
+        self._computations = self._failures = self._rejected = self._stale = 0
 
     @property
     def store(self) -> Store:
@@ -207,6 +219,7 @@ class Cacher(Generic[T]):
             running=len(self._running),
             store_available=self._guard.available,
             rejected=self._rejected,
+            stale=self._stale,
         )
 
     # -- fetching --------------------------------------------------------------------------
@@ -235,6 +248,8 @@ class Cacher(Generic[T]):
         cacheable: Callable[[T], bool] | None = None,
         shareable: Callable[[T], bool] | None = None,
         hard_limit: float | None = None,
+        stale: float | None = None,
+        stale_if_error: float | None = None,
     ) -> Fetched[T]:
         """Return the value under ``key`` and how it was obtained.
 
@@ -244,34 +259,59 @@ class Cacher(Generic[T]):
         raises or passes the hard limit, every waiter gets `ComputationFailed`.  A value for
         which ``cacheable(value)`` is false is not stored; one for which ``shareable(value)``
         is false is neither stored nor handed to the callers who joined: each of them computes
-        for itself (a private answer is never shared).  ``ttl`` and ``hard_limit`` default to
-        the cacher's own.  A miss while ``max_computations`` run here raises `Overloaded`.
+        for itself (a private answer is never shared).  A miss while ``max_computations`` run
+        here raises `Overloaded`.
+
+        For ``stale`` seconds after its ttl a value is still returned at once (source
+        ``"stale"``) while one refresh runs in the background (one per fleet through the
+        lease); for ``stale_if_error`` seconds after that, a caller waits for the computation
+        as on a miss, but gets the old value instead of `ComputationFailed` if it fails.  With
+        ``early_refresh`` above 0 (XFetch's beta; 1 by default), a hit may start that refresh
+        before the ttl ends, the sooner the longer the last computation took.
+        Unset arguments default to the cacher's own.
         """
         nursery = self._nursery
         if nursery is None:
             raise RuntimeError("the Cacher is not running: use `async with cacher:` first")
-        # A computation of this key already running here answers sooner than the store can, and
-        # joining it first keeps a stampede from queueing one store read per request.
-        flight = self._flights.get(key)
-        if flight is None:
-            entry = await self._guard.get(key)
-            if entry is not None:
-                value = self._decode(key, entry)
-                if value is not _MISSING:
-                    self._hits += 1
-                    if self._listeners.wanted(Hit):
-                        self._emit(Hit(key, entry.ttl))
-                    return Fetched(value, "hit", stored=True, ttl=entry.ttl)
-            flight = self._flights.get(key)  # one may have started while we read the store
         rules = Rules(
             self.ttl if ttl is None else ttl,
             self.hard_limit if hard_limit is None else hard_limit,
             cacheable,
             shareable,
+            self.stale if stale is None else stale,
+            self.stale_if_error if stale_if_error is None else stale_if_error,
         )
+        fallback: tuple[T, float] | None = None  # an old value, if the computation fails
+        # A computation of this key already running here answers sooner than the store can, and
+        # joining it first keeps a stampede from queueing one store read per request.
+        flight = self._flights.get(key)
+        if flight is None:
+            entry = await self._guard.get(key)
+            found = self._read(key, entry)
+            if found is not None:
+                value, envelope = found
+                position, fresh_left = standing(envelope, entry.ttl if entry else None)
+                if position is Standing.FRESH:
+                    self._hits += 1
+                    if self.early_refresh and should_refresh_early(
+                        envelope.duration, fresh_left, self.early_refresh
+                    ):
+                        self._refresh(key, compute, rules, envelope.generation)
+                    left = None if fresh_left == math.inf else fresh_left
+                    if self._listeners.wanted(Hit):
+                        self._emit(Hit(key, left))
+                    return Fetched(value, "hit", stored=True, ttl=left)
+                if position is Standing.STALE:
+                    self._stale += 1
+                    self._refresh(key, compute, rules, envelope.generation)
+                    self._emit(Stale(key, -fresh_left))
+                    return Fetched(value, "stale", stored=True, ttl=fresh_left)
+                if position is Standing.STALE_IF_ERROR:
+                    fallback = (value, fresh_left)
+            flight = self._flights.get(key)  # one may have started while we read the store
         collapsed = flight is not None
         if flight is None:
-            flight = self._start(key, compute, rules, registered=True)
+            flight = self._flights[key] = self._start(key, compute, rules)
         else:
             self._collapsed += 1
         self._misses += 1
@@ -280,9 +320,14 @@ class Cacher(Generic[T]):
         if isinstance(outcome, Success) and collapsed and not outcome.shared:
             # Hit-for-miss: the answer was private to its caller; compute our own, unshared.
             outcome = await self._wait(
-                self._start(key, compute, rules, registered=False), deadline, collapsed
+                self._start(key, compute, rules, coordinated=False), deadline, collapsed
             )
         if isinstance(outcome, Failure):
+            if fallback is not None:
+                self._stale += 1
+                self._emit(Stale(key, -fallback[1], outcome.reason))
+                value, fresh_left = fallback
+                return Fetched(value, "stale", stored=True, ttl=fresh_left, failure=outcome.reason)
             raise ComputationFailed(key, outcome.reason, timed_out=outcome.timed_out)
         source: Literal["computed", "collapsed"] = (
             "computed" if outcome.computed_here and not collapsed else "collapsed"
@@ -290,6 +335,15 @@ class Cacher(Generic[T]):
         return Fetched(
             outcome.value, source, stored=outcome.stored, store_available=flight.store_available
         )
+
+    def _refresh(
+        self, key: str, compute: Callable[[], Awaitable[T]], rules: Rules[T], replacing: bytes
+    ) -> None:
+        """Recompute ``key`` in the background unless that already runs here or the cap is hit."""
+        if key in self._refreshing or len(self._running) >= self.max_computations:
+            return
+        rules = replace(rules, replacing=replacing)
+        self._refreshing[key] = self._start(key, compute, rules)
 
     async def invalidate(self, key: str) -> bool:
         """Remove ``key`` from the store; True if it was there."""
@@ -300,16 +354,19 @@ class Cacher(Generic[T]):
         return await self.store.delete_prefix(prefix)
 
     def _start(
-        self, key: str, compute: Callable[[], Awaitable[T]], rules: Rules[T], *, registered: bool
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[T]],
+        rules: Rules[T],
+        *,
+        coordinated: bool = True,
     ) -> Flight:
         if len(self._running) >= self.max_computations:
             self._rejected += 1
             self._emit(Rejected(key, self.max_computations))
             raise Overloaded(key, self.max_computations)
         assert self._nursery is not None
-        flight = Flight(key, registered=registered)
-        if registered:
-            self._flights[key] = flight
+        flight = Flight(key, coordinated=coordinated)
         self._running.add(flight)
         if self._idle.is_set():  # keep an unset one: wait_idle() callers hold it
             self._idle = trio.Event()
@@ -327,16 +384,32 @@ class Cacher(Generic[T]):
         assert flight.outcome is not None
         return flight.outcome
 
-    def _decode(self, key: str, entry: Any) -> Any:
-        """The value of a stored entry, or _MISSING if there is none or it is garbage."""
+    def _read(self, key: str, entry: Entry | None) -> tuple[T, Envelope] | None:
+        """The value of a stored entry and its envelope; None if there is none or it is garbage."""
         if entry is None:
-            return _MISSING
+            return None
         try:
-            return self.codec.decode(entry.value)
+            envelope = Envelope.unpack(entry.value)
+            return self.codec.decode(envelope.payload), envelope
         except Exception as exc:
             # Another app's, an older version's or planted bytes: compute again, overwrite them.
             logger.warning("ignoring the stored value of %r (%s); computing it again", key, exc)
-            return _MISSING
+            return None
+
+    def _fresh(self, rules: Rules[T]) -> Callable[[str, Entry | None], Any]:
+        """What counts as found for a computation: a fresh value it does not replace."""
+
+        def decode(key: str, entry: Entry | None) -> Any:
+            found = self._read(key, entry)
+            if found is None:
+                return _MISSING
+            value, envelope = found
+            position, _ = standing(envelope, entry.ttl if entry else None)
+            if position is not Standing.FRESH or envelope.generation == rules.replacing:
+                return _MISSING
+            return value
+
+        return decode
 
     def _wake_waiting(self) -> None:
         """The store went down: waiters on other processes' computations compute here now."""
@@ -349,14 +422,14 @@ class Cacher(Generic[T]):
         self, flight: Flight, compute: Callable[[], Awaitable[T]], rules: Rules[T]
     ) -> None:
         try:
-            if flight.registered:
+            if flight.coordinated:
                 token = secrets.token_hex(16)
                 found = await claim(
                     self._guard,
                     flight.key,
                     token,
                     self.lease,
-                    self._decode,
+                    self._fresh(rules),
                     _MISSING,
                     self._waiting,
                 )
@@ -386,6 +459,8 @@ class Cacher(Generic[T]):
         flight.store_available = self._guard.available
         if self._flights.get(flight.key) is flight:
             del self._flights[flight.key]
+        if self._refreshing.get(flight.key) is flight:
+            del self._refreshing[flight.key]
         self._running.discard(flight)
         if not self._running:
             self._idle.set()
@@ -419,13 +494,18 @@ class Cacher(Generic[T]):
             else:
                 shared = rules.shareable is None or rules.shareable(value)
                 cached = shared and (rules.cacheable is None or rules.cacheable(value))
+                duration = trio.current_time() - started
                 stored = (
-                    cached and epoch is not None and await self._put(key, value, rules.ttl, epoch)
+                    cached
+                    and epoch is not None
+                    and await self._put(key, value, rules, duration, epoch)
                 )
                 outcome = Success(value, stored=stored, shared=shared, computed_here=True)
                 notice = Notice(key, "stored", cached=stored, token=token or "")
                 if stored:
-                    self._emit(Stored(key, rules.ttl, trio.current_time() - started))
+                    self._emit(Stored(key, rules.ttl, duration))
+                    if rules.replacing is not None:
+                        self._emit(Refreshed(key, duration))
         except trio.Cancelled:
             # Shutting down: free the key at once so another process can take it over.
             with trio.CancelScope(shield=True), trio.move_on_after(2):
@@ -441,20 +521,21 @@ class Cacher(Generic[T]):
         if isinstance(outcome, Failure):
             self._failures += 1
             self._emit(Failed(key, outcome.reason, outcome.timed_out))
-        if flight.registered:
+        if flight.coordinated:
             # Give the lease back and tell other processes before answering local waiters: a
             # new local request in between joins this flight instead of finding the lease held.
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await self._guard.announce(notice, token)
         return outcome
 
-    async def _put(self, key: str, value: T, ttl: float, epoch: int) -> bool:
+    async def _put(self, key: str, value: T, rules: Rules[T], duration: float, epoch: int) -> bool:
         try:
-            data = self.codec.encode(value)
+            payload = self.codec.encode(value)
         except Exception:
             logger.exception("cannot encode the value of %r; not stored", key)
             return False
-        stored = await self._guard.set(key, data, ttl, epoch)
+        envelope = Envelope.new(payload, rules.stale, rules.stale_if_error, duration)
+        stored = await self._guard.set(key, envelope.pack(), rules.ttl + envelope.windows, epoch)
         if not stored:
             logger.info("%r not stored: invalidated while computing, or refused by the store", key)
         return stored

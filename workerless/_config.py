@@ -13,10 +13,12 @@ from ._errors import ConfigurationError
 from ._memory import MemoryStore
 from ._store import DEFAULT_MAX_VALUE_BYTES, MAX_LEASE, Store
 
-__all__ = ["Settings", "store_from_url"]
+__all__ = ["Settings", "check_keyword", "store_from_url"]
 
 DEFAULT_STORE = "memory://"
-_ZERO_ALLOWED = frozenset({"retry_after", "near_ttl"})
+_ZERO_ALLOWED = frozenset(
+    {"retry_after", "near_ttl", "stale", "stale_if_error", "early_refresh", "browser_ttl"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,10 @@ class Settings:
     near_ttl: float = 1.0
     max_computations: int = 1000
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    stale: float = 0.0
+    stale_if_error: float = 0.0
+    early_refresh: float = 1.0
+    browser_ttl: float = 0.0
 
     @classmethod
     def resolve(cls, keywords: Mapping[str, Any], environ: Mapping[str, str] | None) -> Settings:
@@ -41,16 +47,28 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for name, field in cls.__dataclass_fields__.items():
+            variable = f"WORKERLESS_{name.upper()}"
             if keywords.get(name) is not None:
-                values[name] = keywords[name]
-                source = f"{name}="
-            elif f"WORKERLESS_{name.upper()}" in env:
-                values[name] = env[f"WORKERLESS_{name.upper()}"]
-                source = f"WORKERLESS_{name.upper()}"
-            else:
-                continue
-            values[name] = _convert(name, field.default, values[name], source)
+                values[name] = check_keyword(name, keywords[name], f"{name}=")
+            elif variable in env:
+                values[name] = _convert(name, field.default, env[variable], variable)
         return cls(**values)
+
+
+def check_keyword(name: str, value: Any, source: str) -> Any:
+    """``value`` given in code for setting ``name``, checked by the rules of its variable.
+
+    A number setting takes an int or a float, finite and positive (or zero, for the settings
+    where zero means "off"), else ConfigurationError (a ValueError); a string or a bool is a
+    TypeError, since only environment variables are parsed.  ``source`` names the argument in
+    the message, e.g. ``"deadline="``.
+    """
+    default = Settings.__dataclass_fields__[name].default
+    if not isinstance(default, str) and (
+        isinstance(value, bool) or not isinstance(value, int | float)
+    ):
+        raise TypeError(f"{source} must be a number, not {value!r}")
+    return _convert(name, default, value, source)
 
 
 def _convert(name: str, default: Any, value: Any, source: str) -> Any:
@@ -66,7 +84,8 @@ def _convert(name: str, default: Any, value: Any, source: str) -> Any:
     except (TypeError, ValueError):
         raise ConfigurationError(f"{source} must be a number, not {value!r}") from None
     if not math.isfinite(number) or number < 0 or (number == 0 and name not in _ZERO_ALLOWED):
-        raise ConfigurationError(f"{source} must be a positive number, not {value!r}")
+        wanted = "0 or a positive number" if name in _ZERO_ALLOWED else "a positive number"
+        raise ConfigurationError(f"{source} must be {wanted}, not {value!r}")
     if name == "lease" and number > MAX_LEASE:  # stores break longer leases as foreign
         raise ConfigurationError(f"{source} must be at most {MAX_LEASE:g} s, not {value!r}")
     return number

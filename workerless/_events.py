@@ -16,13 +16,15 @@ __all__ = [
     "Hit",
     "Listeners",
     "Miss",
+    "Refreshed",
     "Rejected",
+    "Stale",
     "Stored",
 ]
 
 logger = logging.getLogger("workerless")
 
-EventName = Literal["hit", "miss", "stored", "failed", "rejected"]
+EventName = Literal["hit", "miss", "stored", "failed", "rejected", "stale", "refreshed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,25 @@ class Failed(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Stale(Event):
+    """A value past its ttl was served: ``age`` seconds past it.
+
+    With ``failure`` empty, it was served at once while a refresh runs (stale-while-revalidate);
+    otherwise the computation that should have replaced it failed (stale-if-error).
+    """
+
+    age: float = 0.0
+    failure: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Refreshed(Event):
+    """A background refresh (of a stale value, or an early one) stored a new value."""
+
+    duration: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class Rejected(Event):
     """A miss was refused because ``limit`` computations were already running in this process."""
 
@@ -75,6 +96,8 @@ _BY_NAME: dict[str, type[Event]] = {
     "stored": Stored,
     "failed": Failed,
     "rejected": Rejected,
+    "stale": Stale,
+    "refreshed": Refreshed,
 }
 
 E = TypeVar("E", bound=Event)
@@ -128,9 +151,7 @@ class Listeners:
         found = self._resolved.get(kind)
         if found is None:
             found = tuple(
-                callback
-                for base in kind.__mro__
-                for callback in self._by_type.get(base, ())
+                callback for base in kind.__mro__ for callback in self._by_type.get(base, ())
             )
             self._resolved[kind] = found
         return found
@@ -147,7 +168,8 @@ async def _await_listener(name: str, awaitable: Awaitable[None]) -> None:
 class CacherStatistics:
     """A snapshot of a Cacher's counters since it was created.
 
-    ``rejected`` counts misses refused because ``max_computations`` were running.
+    ``rejected`` counts misses refused because ``max_computations`` were running; ``stale``
+    counts values served past their ttl (a stale serve is not a miss).
     """
 
     hits: int
@@ -158,3 +180,4 @@ class CacherStatistics:
     running: int
     store_available: bool
     rejected: int = 0
+    stale: int = 0

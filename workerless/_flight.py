@@ -21,15 +21,18 @@ class Fetched(Generic[T]):
 
     ``source`` is ``"hit"`` (read from the store), ``"computed"`` (this call started the
     computation that produced it) or ``"collapsed"`` (it joined a computation started by
-    another caller, in this process or another).  ``stored`` tells whether the value is in
-    the store; ``ttl`` is its remaining lifetime on a hit.
+    another caller, in this process or another) or ``"stale"`` (a value past its ttl, served
+    at once while one refresh runs; or, with ``failure`` set, served because the computation
+    that should have replaced it failed: stale-if-error).  ``stored`` tells whether the value
+    is in the store; ``ttl`` is its remaining fresh lifetime on a hit (negative when stale).
     """
 
     value: T
-    source: Literal["hit", "computed", "collapsed"]
+    source: Literal["hit", "computed", "collapsed", "stale"]
     stored: bool = False
     ttl: float | None = None
     store_available: bool = True
+    failure: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,9 @@ class Rules(Generic[T]):
     hard_limit: float
     cacheable: Callable[[T], bool] | None
     shareable: Callable[[T], bool] | None
+    stale: float = 0.0
+    stale_if_error: float = 0.0
+    replacing: bytes | None = None  # a refresh: the generation of the value it replaces
 
 
 class Flight:
@@ -57,14 +63,15 @@ class Flight:
 
     ``outcome`` is written once, by the computation's task, just before ``done`` is set;
     ``wake`` is set when done, or when the cacher starts draining (then ``done`` may be
-    false).  ``registered`` flights are the ones later callers of the key join.
+    false).  A ``coordinated`` flight computes only under the key's lease (one per fleet) and
+    announces its end; an uncoordinated one (a private answer's hit-for-miss) just computes.
     """
 
-    __slots__ = ("done", "key", "outcome", "registered", "store_available", "wake")
+    __slots__ = ("coordinated", "done", "key", "outcome", "store_available", "wake")
 
-    def __init__(self, key: str, *, registered: bool) -> None:
+    def __init__(self, key: str, *, coordinated: bool) -> None:
         self.key = key
-        self.registered = registered
+        self.coordinated = coordinated
         self.wake = trio.Event()
         self.done = False
         self.outcome: Success[Any] | Failure | None = None

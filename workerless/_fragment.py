@@ -9,22 +9,33 @@ import logging
 import multiprocessing
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
-from typing import Any, TypeVar
-from urllib.parse import quote, unquote_to_bytes, urlsplit
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
 
 import trio
-from quart import Blueprint, Quart, Response, copy_current_request_context, current_app, request
+from quart import Blueprint, Request, Response, copy_current_request_context, current_app, request
+from quart_trio import QuartTrio
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 
 from ._assets import STATIC_DIR, TEMPLATES_DIR
 from ._cacher import Cacher, Fetched
+from ._checks import RequireTrio, check_app, stop_hypercorn_worker
+from ._clients import adapt_for_client
 from ._codecs import ResponseCodec
-from ._config import Settings, store_from_url
-from ._errors import ComputationFailed, Overloaded, StillComputing
+from ._config import Settings, check_keyword, store_from_url
+from ._errors import ComputationFailed, Overloaded, StillComputing, WorkerlessError
 from ._events import Event, EventName
+from ._http import app_url, location
 from ._keys import _SAFE_PATH, bound_key, canonical_url
-from ._response import CachedResponse, is_private, vary_names
+from ._response import (
+    CachedResponse,
+    etag_matches,
+    header,
+    is_private,
+    strong_etag,
+    vary_names,
+)
 from ._store import Store
 
 __all__ = ["FragmentRoute", "Workerless"]
@@ -32,7 +43,9 @@ __all__ = ["FragmentRoute", "Workerless"]
 logger = logging.getLogger("workerless")
 
 E = TypeVar("E", bound=Event)
-KeyFunction = Callable[[Any], str]
+P = ParamSpec("P")
+R = TypeVar("R")
+KeyFunction = Callable[[Request], str]
 View = Callable[..., Any]
 
 
@@ -40,13 +53,14 @@ class Workerless:
     """Serves fragment routes on a QuartTrio app, computing each in-process at most once.
 
     Settings given here win over the ``WORKERLESS_*`` environment variables, read when the app
-    starts (not at import).  The fragments' `Cacher` is ``workerless.cacher``: subscribe to its
-    events at any time; its store and limits are set at start-up.
+    starts (not at import); keywords are checked here, by the same rules (TypeError or
+    ValueError naming the keyword).  The fragments' `Cacher` is ``workerless.cacher``: subscribe
+    to its events at any time; its store and limits are set at start-up.
     """
 
     def __init__(
         self,
-        app: Quart | None = None,
+        app: QuartTrio | None = None,
         *,
         store: Store | str | None = None,
         ttl: float | None = None,
@@ -59,6 +73,10 @@ class Workerless:
         near_ttl: float | None = None,
         max_computations: int | None = None,
         max_value_bytes: int | None = None,
+        stale: float | None = None,
+        stale_if_error: float | None = None,
+        early_refresh: float | None = None,
+        browser_ttl: float | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self._keywords: dict[str, Any] = {
@@ -73,22 +91,34 @@ class Workerless:
             "near_ttl": near_ttl,
             "max_computations": max_computations,
             "max_value_bytes": max_value_bytes,
+            "stale": stale,
+            "stale_if_error": stale_if_error,
+            "early_refresh": early_refresh,
+            "browser_ttl": browser_ttl,
         }
+        Settings.resolve(self._keywords, {})  # a bad keyword fails here, where it was written
         self._environ = environ
         self.settings = Settings()
         self.cacher: Cacher[CachedResponse] = Cacher(codec=ResponseCodec())
-        self.app: Quart | None = None
+        self.app: QuartTrio | None = None
+        # Endpoint -> rule of the fragment routes with their own key= function.
+        self._custom_keys: dict[str, str] = {}
         self._stop = trio.Event()
         self._stopped = trio.Event()
         self._running = False
         if app is not None:
             self.init_app(app)
 
-    def init_app(self, app: Quart) -> None:
-        """Attach to ``app``: static files and templates, start-up and shutdown hooks."""
+    def init_app(self, app: QuartTrio) -> None:
+        """Attach to ``app``: static files and templates, start-up and shutdown hooks.
+
+        ``app`` must be a QuartTrio app (a TypeError says so otherwise); served under any
+        loop but trio (hypercorn without ``--worker-class trio``) it refuses to start.
+        """
         if self.app is not None:
             raise RuntimeError("this Workerless is already attached to an app")
-        self.app = app
+        self.app = app = check_app(app)
+        app.asgi_app = RequireTrio(app.asgi_app)  # type: ignore[method-assign]
         app.extensions["workerless"] = self
         if "workerless" not in app.blueprints:
             app.register_blueprint(
@@ -120,8 +150,11 @@ class Workerless:
         key: KeyFunction | None = None,
         cache_statuses: Callable[[int], bool] | None = None,
         endpoint: str | None = None,
+        stale: float | None = None,
+        stale_if_error: float | None = None,
+        browser_ttl: float | None = None,
         **options: Any,
-    ) -> Callable[[View], View]:
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Register the decorated view as a GET/HEAD fragment route on ``rule``.
 
         The view runs at most once at a time per key (by default the path and the sorted
@@ -129,44 +162,102 @@ class Workerless:
         available as in any view.  Its response is cached for ``ttl`` seconds when
         ``cache_statuses(status)`` is true (2xx by default).  A request waits ``deadline``
         seconds at most, then gets 202 while the computation goes on; past ``hard_limit``
-        the computation is cancelled and reported as 504.  Unset limits come from the settings.
+        the computation is cancelled and reported as 504.  For ``stale`` seconds after the
+        ttl the old response is served at once while one refresh runs; for ``stale_if_error``
+        seconds after that it is served if the computation fails.  ``browser_ttl`` lets the
+        browser keep a fragment itself (``Cache-Control: private, max-age``); by default it
+        revalidates with the fragment's ``ETag`` (a ``304``).  Unset values come from settings.
+
+        Arguments are checked here by the rules of the settings: a number out of its range
+        is a ValueError, one that is not a number (``"5"``) or a ``key`` or
+        ``cache_statuses`` that is not callable is a TypeError, each naming the argument.  A
+        ``key`` returning anything but a str fails that request (a 500, logged with the rule).
+        The decorated view is returned unchanged, with its signature.
         """
         if self.app is None:
             raise RuntimeError("call Workerless(app) or init_app(app) before registering fragments")
         app = self.app
+        where = f" of fragment {rule!r}"
+        numbers = {
+            "ttl": ttl,
+            "deadline": deadline,
+            "hard_limit": hard_limit,
+            "stale": stale,
+            "stale_if_error": stale_if_error,
+            "browser_ttl": browser_ttl,
+        }
+        for name, value in numbers.items():
+            if value is not None:
+                check_keyword(name, value, f"{name}={where}")
+        for name, function in (("key", key), ("cache_statuses", cache_statuses)):
+            if function is not None and not callable(function):
+                raise TypeError(f"{name}={where} must be a function, not {function!r}")
 
-        def decorator(view: View) -> View:
+        def decorator(view: Callable[P, R]) -> Callable[P, R]:
             route = FragmentRoute(
                 self,
                 view,
                 ttl=ttl,
                 deadline=deadline,
                 hard_limit=hard_limit,
-                key=key,
+                key=None if key is None else _checked_key(key, rule),
                 cache_statuses=cache_statuses or _is_success,
+                stale=stale,
+                stale_if_error=stale_if_error,
+                browser_ttl=browser_ttl,
             )
-            app.add_url_rule(
-                rule,
-                endpoint or view.__name__,
-                route.handle,
-                methods=["GET", "HEAD"],
-                **options,
-            )
+            name = endpoint or view.__name__
+            app.add_url_rule(rule, name, route.handle, methods=["GET", "HEAD"], **options)
+            if key is not None:
+                self._custom_keys[name] = rule
             return view
 
         return decorator
 
     async def invalidate(self, url: str) -> bool:
-        """Drop the cached fragment for ``url`` (a path with its query, or a full URL)."""
+        """Drop the cached fragment for ``url`` (a path with its query, or a full URL).
+
+        A route with its own ``key=`` function is not cached under its URL: for ``url`` on
+        such a route this raises ValueError; use `invalidate_key` with the key it returns.
+        """
         parts = urlsplit(url)
+        rule = self._custom_key_rule(parts.path)
+        if rule is not None:
+            raise ValueError(
+                f"invalidate({url!r}): fragment {rule!r} has its own key= function, so it is "
+                "not cached under its URL; call invalidate_key() with the string key returns"
+            )
         key = canonical_url(parts.path.encode("utf-8", "surrogatepass"), parts.query.encode())
-        return await self.cacher.invalidate(bound_key(key))
+        return await self._drop(bound_key(key))
+
+    async def invalidate_key(self, key: str) -> bool:
+        """Drop the cached fragment stored under ``key``: what a route's ``key=`` function returned.
+
+        Return True if it was cached.  Through the store, so across processes with Redis.
+        """
+        return await self._drop(bound_key(key))
+
+    async def _drop(self, key: str) -> bool:
+        """Drop ``key`` and its variants (one per value of the headers it varies on, one per
+        credentials), which live under ``key`` + VARIANT_MARK."""
+        removed = await self.cacher.invalidate(key)
+        return await self.cacher.invalidate_prefix(key + VARIANT_MARK) > 0 or removed
 
     async def invalidate_prefix(self, prefix: str) -> int:
         """Drop every cached fragment whose URL starts with ``prefix``; return how many."""
         return await self.cacher.invalidate_prefix(
             quote(unquote_to_bytes(prefix), safe=_SAFE_PATH + "?=&")
         )
+
+    def _custom_key_rule(self, path: str) -> str | None:
+        """The rule of the fragment route with its own key= that ``path`` reaches, if any."""
+        if not self._custom_keys or self.app is None:
+            return None
+        try:
+            endpoint, _ = self.app.url_map.bind("localhost").match(unquote(path), method="GET")
+        except HTTPException:  # not found, redirect, wrong method: not such a route
+            return None
+        return self._custom_keys.get(str(endpoint))
 
     def drain(self) -> None:
         """Answer every waiting request 202 at once; computations go on. See the README."""
@@ -175,6 +266,19 @@ class Workerless:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def _startup(self) -> None:
+        try:
+            await self._start()
+        except (WorkerlessError, ExceptionGroup) as exc:
+            errors = exc.exceptions if isinstance(exc, ExceptionGroup) else (exc,)
+            if not all(isinstance(error, WorkerlessError) for error in errors):
+                raise
+            # One line, no traceback: in a hypercorn worker the process ends here, so the
+            # message is the last thing printed; elsewhere start-up fails with it, briefly.
+            message = "workerless could not start: " + "; ".join(map(str, errors))
+            stop_hypercorn_worker(message)
+            raise errors[0].with_traceback(None) from None
+
+    async def _start(self) -> None:
         settings = Settings.resolve(self._keywords, self._environ)
         self.settings = settings
         store = settings.store
@@ -194,6 +298,9 @@ class Workerless:
         cacher.lease = settings.lease
         cacher.grace = settings.grace
         cacher.max_computations = settings.max_computations
+        cacher.stale = settings.stale
+        cacher.stale_if_error = settings.stale_if_error
+        cacher.early_refresh = settings.early_refresh
         assert self.app is not None
         # Quart cancels background tasks this long after shutdown begins: leave room for grace.
         timeout = self.app.config.get("BACKGROUND_TASK_SHUTDOWN_TIMEOUT")
@@ -201,7 +308,7 @@ class Workerless:
             self.app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = settings.grace + 1
         self._stop = trio.Event()
         self._stopped = trio.Event()
-        await self.app.nursery.start(self._serve)  # type: ignore[attr-defined]
+        await self.app.nursery.start(self._serve)
         logger.info("workerless serving with %r", cacher.store)
 
     async def _serve(
@@ -243,6 +350,21 @@ def _is_success(status: int) -> bool:
     return 200 <= status < 300
 
 
+def _checked_key(key: KeyFunction, rule: str) -> KeyFunction:
+    """``key``, failing clearly (TypeError naming the rule) when it returns a non-string."""
+
+    def checked(req: Request) -> str:
+        value = key(req)
+        if not isinstance(value, str):
+            raise TypeError(
+                f"the key function of fragment {rule!r} returned "
+                f"{type(value).__name__}, not str: {value!r}"
+            )
+        return value
+
+    return checked
+
+
 class FragmentRoute:
     """One fragment route: its key, limits, and the view it runs in the background."""
 
@@ -256,6 +378,9 @@ class FragmentRoute:
         hard_limit: float | None,
         key: KeyFunction | None,
         cache_statuses: Callable[[int], bool],
+        stale: float | None = None,
+        stale_if_error: float | None = None,
+        browser_ttl: float | None = None,
     ) -> None:
         self.workerless = workerless
         self.view = view
@@ -264,6 +389,9 @@ class FragmentRoute:
         self.hard_limit = hard_limit
         self.key = key
         self.cache_statuses = cache_statuses
+        self.stale = stale
+        self.stale_if_error = stale_if_error
+        self.browser_ttl = browser_ttl
 
         # Request headers the view's responses were seen to vary on (``Vary``), learned from
         # its responses: they become part of the key from then on.
@@ -279,6 +407,9 @@ class FragmentRoute:
 
     async def _compute(self, view_args: dict[str, Any], varied: frozenset[str]) -> CachedResponse:
         response = await _render(self.view, view_args)
+        if response.status == 200 and header(response.headers, "etag") is None:
+            etag = ("ETag", strong_etag(response.body))
+            response = CachedResponse(response.status, (*response.headers, etag), response.body)
         names = vary_names(response.headers) - varied - {"*"}
         if names:
             learned = self.vary | names
@@ -287,7 +418,11 @@ class FragmentRoute:
         return response
 
     async def handle(self, **view_args: Any) -> Response:
-        """The Quart view: serve from the cache, wait on the computation, or answer 202."""
+        """The Quart view: the answer, adapted on the way out for htmx or Turbo if they ask."""
+        return await adapt_for_client(await self._answer(**view_args))
+
+    async def _answer(self, **view_args: Any) -> Response:
+        """Serve from the cache, wait on the computation, or answer 202."""
         workerless = self.workerless
         settings = workerless.settings
         if not workerless._running:
@@ -308,6 +443,8 @@ class FragmentRoute:
                 hard_limit=self.hard_limit,
                 cacheable=self._cacheable,
                 shareable=partial(self._shareable, varied),
+                stale=self.stale,
+                stale_if_error=self.stale_if_error,
             )
         except StillComputing as exc:
             return _pending(exc, settings)
@@ -318,7 +455,8 @@ class FragmentRoute:
         except Overloaded:
             text = "Too many fragments are being computed; try again shortly."
             return _plain(503, text, settings, "workerless; fwd=miss; detail=overloaded")
-        return _respond(fetched)
+        browser_ttl = settings.browser_ttl if self.browser_ttl is None else self.browser_ttl
+        return _respond(fetched, browser_ttl)
 
 
 _MAX_VARY = 8
@@ -367,40 +505,56 @@ async def _render(view: View, view_args: dict[str, Any]) -> CachedResponse:
 
 
 def _request_url() -> str:
-    """The current request's path and query, canonical (the default key; always ASCII)."""
-    scope = request.scope
-    return canonical_url(
-        scope.get("raw_path") or request.path.encode("utf-8", "surrogatepass"),
-        scope.get("query_string", b""),
-    )
+    """The current request's path below the mount point and query, canonical (the default key)."""
+    return app_url(request.scope, request.path)
 
 
-def _respond(fetched: Fetched[CachedResponse]) -> Response:
+def _respond(fetched: Fetched[CachedResponse], browser_ttl: float) -> Response:
     cached = fetched.value
-    response = current_app.response_class(
-        cached.body, status=cached.status, headers=Headers(list(cached.headers))
-    )
-    if fetched.source == "hit":
+    headers = Headers(cached.headers)
+    if "Cache-Control" not in headers:
+        # Say it for every cache downstream: never a shared one; the browser revalidates with
+        # the ETag, or keeps the fragment for browser_ttl seconds.
+        age = int(browser_ttl)
+        headers["Cache-Control"] = f"private, max-age={age}" if age > 0 else "private, no-cache"
+    headers["Cache-Status"] = _cache_status(fetched)
+    etag = headers.get("ETag")
+    if_none_match = request.headers.get("If-None-Match")
+    if cached.status == 200 and etag and if_none_match and etag_matches(if_none_match, etag):
+        kept = {"cache-control", "cache-status", "content-location", "etag", "expires", "vary"}
+        return current_app.response_class(
+            b"", status=304, headers=Headers([h for h in headers.items() if h[0].lower() in kept])
+        )
+    return current_app.response_class(cached.body, status=cached.status, headers=headers)
+
+
+def _cache_status(fetched: Fetched[CachedResponse]) -> str:
+    """The ``Cache-Status`` field (RFC 9211) saying how this answer was obtained."""
+    cached = fetched.value
+    if fetched.source in ("hit", "stale"):
         ttl = "" if fetched.ttl is None else f"; ttl={int(fetched.ttl)}"
-        status = f"workerless; hit{ttl}"
-    else:
-        status = "workerless; fwd=miss"
-        if cached.status != 200:
-            status += f"; fwd-status={cached.status}"
-        if fetched.source == "collapsed":
-            status += "; collapsed"
-        if fetched.stored:
-            status += "; stored"
-        if not fetched.store_available:
-            status += "; detail=store-unavailable"
-    response.headers["Cache-Status"] = status
-    return response
+        if fetched.source == "hit":
+            return f"workerless; hit{ttl}"
+        detail = "; detail=stale-if-error" if fetched.failure else ""
+        return f"workerless; hit; fwd=stale{ttl}{detail}"
+    status = "workerless; fwd=miss"
+    if cached.status != 200:
+        status += f"; fwd-status={cached.status}"
+    if fetched.source == "collapsed":
+        status += "; collapsed"
+    if fetched.stored:
+        status += "; stored"
+    if not fetched.store_available:
+        status += "; detail=store-unavailable"
+    return status
 
 
 def _pending(exc: StillComputing, settings: Settings) -> Response:
     response = current_app.response_class(b"", status=202)
     response.headers.clear()
-    response.headers["Location"] = _request_url()
+    # Without a length, a client speaking HTTP/1.0 (nginx's default upstream) waits for a close.
+    response.headers["Content-Length"] = "0"
+    response.headers["Location"] = location(request.scope, _request_url())
     response.headers["Retry-After"] = str(settings.retry_after)
     response.headers["Cache-Control"] = "no-store"
     detail = "shutting-down" if exc.shutting_down else "pending"

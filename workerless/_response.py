@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["CachedResponse", "is_private", "is_public", "kept_headers", "vary_names"]
+__all__ = [
+    "CachedResponse",
+    "etag_matches",
+    "header",
+    "is_private",
+    "is_public",
+    "kept_headers",
+    "strong_etag",
+    "vary_names",
+]
 
 # Never stored: hop-by-hop headers, what the server recomputes, and per-client state.
 _DROPPED = frozenset(
@@ -65,3 +75,24 @@ def is_public(headers: Iterable[tuple[str, str]]) -> bool:
 def vary_names(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
     """The request header names a response varies on, lower-cased (``*`` included as is)."""
     return frozenset(name for name in _directives(headers, "vary") if name)
+
+
+def header(headers: Iterable[tuple[str, str]], name: str) -> str | None:
+    """The first value of header ``name`` (lower-case), or None."""
+    for field, value in headers:
+        if field.lower() == name:
+            return value
+    return None
+
+
+def strong_etag(body: bytes) -> str:
+    """A strong entity tag for ``body``: its SHA-256, quoted (RFC 9110 section 8.8.3)."""
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """Whether ``If-None-Match`` names ``etag`` (weak comparison, as RFC 9110 13.1.2 asks)."""
+    if if_none_match.strip() == "*":
+        return True
+    bare = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == bare for tag in if_none_match.split(","))

@@ -2,9 +2,10 @@
 
 Run it with ``hypercorn --worker-class trio workerless.demo:app`` and open the page.
 Fragments a, b and c take 0 to 3 s at random and are cached; ``slow`` takes longer than its
-deadline (the 202 path); ``failing`` raises while the failure switch is on (the error path).
-``WORKERLESS_DEMO_FRAGMENT_SECONDS``, ``..._SLOW_SECONDS`` and ``..._SLOW_DEADLINE`` change the
-timings (the browser tests shorten them).
+deadline (the 202 path); ``fresh`` is served stale while it refreshes; ``failing`` raises
+while the failure switch is on (the error path).
+``WORKERLESS_DEMO_FRAGMENT_SECONDS``, ``..._SLOW_SECONDS``, ``..._SLOW_DEADLINE`` and
+``..._FRESH_TTL`` change the timings (the browser tests shorten them).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ workerless = Workerless(app, ttl=60)
 FRAGMENT_SECONDS = float(os.environ.get("WORKERLESS_DEMO_FRAGMENT_SECONDS", "3"))
 SLOW_SECONDS = float(os.environ.get("WORKERLESS_DEMO_SLOW_SECONDS", "6"))
 SLOW_DEADLINE = float(os.environ.get("WORKERLESS_DEMO_SLOW_DEADLINE", "2"))
+FRESH_TTL = float(os.environ.get("WORKERLESS_DEMO_FRESH_TTL", "10"))
 MAX_NAME = 40
 
 
@@ -52,6 +54,14 @@ FRAGMENTS = [
         "slow",
         f"Takes {SLOW_SECONDS:g} s, past its {SLOW_DEADLINE:g} s deadline: the server answers "
         "202 and the browser asks again until it is done.",
+    ),
+    DemoFragment(
+        "fresh",
+        "/fresh",
+        "Always fast",
+        "stale",
+        f"Cached {FRESH_TTL:g} s, then served stale at once while one refresh runs "
+        "(stale-while-revalidate): reload after that and it never shows a spinner.",
     ),
     DemoFragment(
         "failing",
@@ -114,6 +124,12 @@ async def slow() -> str:
     started = trio.current_time()
     await trio.sleep(SLOW_SECONDS)
     return await _fragment_html("slow", "worth the wait", started)
+
+
+@workerless.fragment("/fresh", ttl=FRESH_TTL, stale=3600)
+async def fresh() -> str:
+    started = trio.current_time()
+    return await _fragment_html("fresh", await upstream.slow_find("fresh"), started)
 
 
 @workerless.fragment("/failing")

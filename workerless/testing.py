@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ._cacher import Cacher
 from ._events import Event
@@ -34,7 +34,7 @@ class CapturedEvents(list[Event]):
 
 
 @contextmanager
-def capture_events(source: Cacher[object] | Workerless) -> Iterator[CapturedEvents]:
+def capture_events(source: Cacher[Any] | Workerless) -> Iterator[CapturedEvents]:
     """Record every event ``source`` emits inside the block."""
     cacher = source.cacher if isinstance(source, Workerless) else source
     events = CapturedEvents()

@@ -27,6 +27,7 @@ DEMO_ENV = {
     "WORKERLESS_DEMO_FRAGMENT_SECONDS": "1",
     "WORKERLESS_DEMO_SLOW_SECONDS": "3",
     "WORKERLESS_DEMO_SLOW_DEADLINE": "1",
+    "WORKERLESS_DEMO_FRESH_TTL": "1",
 }
 # Generous: the slow and failing fragments take ~3 s each, and CI machines are noisy.
 TIMEOUT_MS = 20_000

@@ -10,8 +10,12 @@ from dataclasses import dataclass, field
 from playwright.sync_api import ConsoleMessage, Error, Locator, Page, Response, expect
 
 NORMAL = ("a", "b", "c")
-ALL = (*NORMAL, "slow", "failing")
-URLS = {name: f"/fragment/{name}" for name in NORMAL} | {"slow": "/slow", "failing": "/failing"}
+ALL = (*NORMAL, "slow", "fresh", "failing")
+URLS = {name: f"/fragment/{name}" for name in NORMAL} | {
+    "slow": "/slow",
+    "fresh": "/fresh",
+    "failing": "/failing",
+}
 # Chromium's own line for any 4xx/5xx answer; the failing fragment gets 502s on purpose.
 EXPECTED_502 = re.compile(
     r"Failed to load resource: the server responded with a status of 502 \(.*\)"
@@ -27,6 +31,8 @@ class DemoPage:
     console_errors: list[str] = field(default_factory=list)
     responses: list[tuple[int, str]] = field(default_factory=list)
     navigations: list[str] = field(default_factory=list)
+    etags: dict[str, str] = field(default_factory=dict)  # by path, from the responses
+    conditional: list[tuple[str, str]] = field(default_factory=list)  # (url, If-None-Match)
 
     def __post_init__(self) -> None:
         self.page.on("console", self._on_console)
@@ -46,7 +52,21 @@ class DemoPage:
         self.console_errors.append(f"uncaught: {error}")
 
     def _on_response(self, response: Response) -> None:
-        self.responses.append((response.status, response.url.removeprefix(self.base_url)))
+        path = response.url.removeprefix(self.base_url)
+        self.responses.append((response.status, path))
+        etag = response.headers.get("etag")
+        if etag:
+            self.etags[path] = etag
+        tag = response.request.all_headers().get("if-none-match")
+        if tag:
+            self.conditional.append((response.url, tag))
+
+    def transferred(self) -> dict[str, int]:
+        """Bytes each resource of the current page moved over the network (headers included)."""
+        entries = self.page.evaluate(
+            "() => performance.getEntriesByType('resource').map(e => [e.name, e.transferSize])"
+        )
+        return {url.removeprefix(self.base_url): size for url, size in entries}
 
     def _on_navigated(self, frame: object) -> None:
         if frame == self.page.main_frame:

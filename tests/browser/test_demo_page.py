@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,8 @@ def test_reload_shows_cached_fragments(demo: DemoPage) -> None:
         name: demo.placeholder(name).locator(".demo-computed-at").inner_text() for name in names
     }
 
+    etags = {name: demo.etags[URLS[name]] for name in names}
+    first_moved = demo.transferred()
     demo.responses.clear()
     demo.page.reload()
     for name in names:
@@ -105,6 +108,30 @@ def test_reload_shows_cached_fragments(demo: DemoPage) -> None:
         expect(demo.badge(name)).to_have_text("from cache")
         expect(placeholder.locator(".demo-computed-at")).to_have_text(computed_at[name])
         assert demo.statuses(name) == [200]
+    # The browser kept each fragment and revalidated it with its ETag: a 304, no body moved.
+    sent = {url.removeprefix(demo.base_url): tag for url, tag in demo.conditional}
+    assert all(sent[URLS[name]] == etags[name] for name in names)
+    moved = demo.transferred()
+    assert all(moved[URLS[name]] < first_moved[URLS[name]] for name in names)
+
+
+def test_fresh_fragment_is_served_stale_while_it_refreshes(demo: DemoPage) -> None:
+    """Past its 1 s ttl the fresh card comes at once with the old value, badged 'stale,
+    refreshing'; a later reload shows the refreshed value."""
+    demo.open()
+    demo.expect_loaded("fresh")
+    computed = demo.placeholder("fresh").locator(".demo-computed-at")
+    first = computed.inner_text()
+    time.sleep(1.3)
+    demo.page.reload()
+    demo.expect_loaded("fresh")
+    expect(demo.badge("fresh")).to_have_attribute("data-source", "stale")
+    expect(demo.badge("fresh")).to_have_text("stale, refreshing")
+    expect(computed).to_have_text(first)
+    time.sleep(1.5)  # the refresh takes up to 1 s
+    demo.page.reload()
+    demo.expect_loaded("fresh")
+    expect(computed).not_to_have_text(first)
 
 
 def test_clear_cache_button_makes_the_fragments_compute_again(demo: DemoPage) -> None:
