@@ -10,7 +10,6 @@ when the scenario runs on the Redis store.
 from __future__ import annotations
 
 import json
-import struct
 import threading
 import time
 import traceback
@@ -20,6 +19,9 @@ from typing import Any
 
 import redis as redis_py
 from servers import redis_server
+
+# The stored layout as the planted-data tests write it: one source for what a planter writes.
+from test_planted import entry
 
 from .procs import Answer, AppServer, app_servers, run_client
 from .report import Row, log, ms, summary
@@ -229,12 +231,6 @@ def _count(values: Any) -> dict[str, int]:
     return counts
 
 
-def _entry(status: object, headers: object, body: bytes = b"planted") -> bytes:
-    """Bytes laid out as a stored response (as tests/test_planted.py plants them)."""
-    meta = json.dumps([status, headers]).encode()
-    return struct.pack("!3sI", b"WL1", len(meta)) + meta + body
-
-
 def _planted(
     server: AppServer, store_url: str, prefix: str, nonce: str
 ) -> tuple[dict[str, Any], Row]:
@@ -249,9 +245,9 @@ def _planted(
     # last: before its fix, a bad epoch fails every miss afterwards.
     plants: list[tuple[str, str, Callable[[str], object]]] = [
         ("garbage", "garbage bytes", value(b"\x00\xff garbage \x80")),
-        ("status", "status 99999", value(_entry(99999, []))),
-        ("crlf", "CRLF in a header", value(_entry(200, [["X-Evil", "a\r\nSet-Cookie: s=1"]]))),
-        ("cookie", "Set-Cookie", value(_entry(200, [["Set-Cookie", "s=1"], ["X-Ok", "1"]]))),
+        ("status", "status 99999", value(entry(99999, []))),
+        ("crlf", "CRLF in a header", value(entry(200, [["X-Evil", "a\r\nSet-Cookie: s=1"]]))),
+        ("cookie", "Set-Cookie", value(entry(200, [["Set-Cookie", "s=1"], ["X-Ok", "1"]]))),
         (
             "lease",
             "foreign lease (1 h)",
