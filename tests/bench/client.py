@@ -9,8 +9,12 @@ cores are shared with the servers being measured.  Jobs:
 - ``timeline``: fetch each item at its start offset, held or polling every ``poll`` seconds
   while the answer is 202; report how long after the computation ended each answer arrived.
 - ``held``: open ``n`` connections and send a request on each; report how they were answered.
-- ``wakeup``: for each key, a request to the first port then, ``lag`` later, to the second;
-  report when each answer arrived and the computation it carries.
+- ``wakeup``: for each key, a request to the first port then, ``lag`` later, ``waiters``
+  requests to the port the key names; report when each answer arrived and the computation
+  it carries.
+- ``burst``: send ``n`` requests (``target`` formatted with ``i``) at once, each on a new
+  connection, while a prober times a request for ``probe`` on a new connection every
+  ``probe_every`` seconds until the burst is all answered; report statuses and latencies.
 """
 
 from __future__ import annotations
@@ -207,11 +211,11 @@ async def held(job: dict[str, Any]) -> dict[str, Any]:
 
 
 async def wakeup(job: dict[str, Any]) -> dict[str, Any]:
-    first, second = job["ports"]
+    first = job["ports"][0]
     results: list[dict[str, Any]] = []
     start = trio.current_time()
 
-    async def one(port: int, target: str) -> None:
+    async def one(port: int, target: str, role: str) -> None:
         try:
             conn = await Connection.open(port)
             try:
@@ -219,28 +223,87 @@ async def wakeup(job: dict[str, Any]) -> dict[str, Any]:
             finally:
                 await conn.aclose()
         except (OSError, ConnectionError, h11.ProtocolError) as exc:
-            results.append({"port": port, "error": _error(exc)})
+            results.append({"port": port, "role": role, "error": _error(exc)})
             return
-        entry: dict[str, Any] = {"port": port, "status": reply.status}
+        entry: dict[str, Any] = {"port": port, "role": role, "status": reply.status}
         if reply.status == 200:
             computed = reply.computation
             entry |= {"pid": computed["pid"], "delay": reply.received - computed["done"]}
         results.append(entry)
 
-    async def pair(i: int, target: str) -> None:
+    async def group(i: int, target: str, port: int) -> None:
         await trio.sleep_until(start + i * job["spacing"])
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(one, first, target)
+            nursery.start_soon(one, first, target, "starter")
             await trio.sleep(job["lag"])
-            nursery.start_soon(one, second, target)
+            for _ in range(job["waiters"]):
+                nursery.start_soon(one, port, target, "waiter")
 
     async with trio.open_nursery() as nursery:
-        for i, target in enumerate(job["targets"]):
-            nursery.start_soon(pair, i, target)
+        for i, (target, port) in enumerate(job["targets"]):
+            nursery.start_soon(group, i, target, port)
     return {"results": results}
 
 
-JOBS = {"stampede": stampede, "timeline": timeline, "held": held, "wakeup": wakeup}
+async def burst(job: dict[str, Any]) -> dict[str, Any]:
+    port, n, target = job["port"], job["n"], job["target"]
+    latencies: dict[str, list[float]] = {}
+    probes: list[dict[str, Any]] = []
+    errors: list[str] = []
+    limiter = trio.CapacityLimiter(job.get("connect_concurrency", 200))
+
+    async def get(path: str) -> Reply:
+        conn = await Connection.open(port)
+        try:
+            return await conn.get(path)
+        finally:
+            await conn.aclose()
+
+    async def one(i: int) -> None:
+        try:
+            async with limiter:
+                conn = await Connection.open(port)
+                sent = await conn.send(target.format(i=i))
+            try:
+                reply = await conn.receive(sent)
+            finally:
+                await conn.aclose()
+            latencies.setdefault(str(reply.status), []).append(reply.received - reply.sent)
+        except (OSError, ConnectionError, h11.ProtocolError) as exc:
+            errors.append(_error(exc))
+
+    async def probe(done: trio.Event) -> None:
+        while not done.is_set():
+            begin = time.monotonic()
+            try:
+                reply = await get(job["probe"])
+                probes.append({"status": reply.status, "latency": reply.received - begin})
+            except (OSError, ConnectionError, h11.ProtocolError) as exc:
+                probes.append({"error": _error(exc), "latency": time.monotonic() - begin})
+            await trio.sleep(job["probe_every"])
+
+    done = trio.Event()
+    async with trio.open_nursery() as outer:
+        outer.start_soon(probe, done)
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                nursery.start_soon(one, i)
+        done.set()
+    return {
+        "statuses": {status: len(times) for status, times in latencies.items()},
+        "latencies": latencies,
+        "probes": probes,
+        "errors": errors,
+    }
+
+
+JOBS = {
+    "stampede": stampede,
+    "timeline": timeline,
+    "held": held,
+    "wakeup": wakeup,
+    "burst": burst,
+}
 
 
 def main() -> None:

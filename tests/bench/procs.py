@@ -7,8 +7,10 @@ import json
 import os
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from typing import Any
 from servers import ROOT, Hypercorn, hypercorn
 
 __all__ = [
+    "Answer",
     "AppServer",
     "app_servers",
     "process_cpu",
@@ -27,9 +30,24 @@ __all__ = [
 ]
 
 APP = "bench.app:app"
-# Generous limits: a benchmark measures waiting, it must never be cut short by a 202.
-SERVER_ENV = {"WORKERLESS_DEADLINE": "600", "WORKERLESS_HARD_LIMIT": "900"}
+# Generous limits: a benchmark measures waiting, it must never be cut short by a 202, nor by
+# the cap on running computations (the held scenarios hold up to 10,000 distinct keys).
+SERVER_ENV = {
+    "WORKERLESS_DEADLINE": "600",
+    "WORKERLESS_HARD_LIMIT": "900",
+    "WORKERLESS_MAX_COMPUTATIONS": "20000",
+}
 CLIENT_ENV = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One HTTP answer: status, headers (lower-case names), body, and how long it took."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    seconds: float
 
 
 @dataclass
@@ -54,6 +72,16 @@ class AppServer:
         with urllib.request.urlopen(req, timeout=timeout) as response:
             headers = {name.lower(): value for name, value in response.headers.items()}
             return response.status, headers, response.read()
+
+    def fetch(self, path: str, timeout: float = 30) -> Answer:
+        """GET ``path`` whatever the status (a 5xx is an answer too), timed."""
+        sent = time.monotonic()
+        try:
+            status, headers, body = self.request(path, timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, exc.read()
+            headers = {name.lower(): value for name, value in exc.headers.items()}
+        return Answer(status, headers, body, time.monotonic() - sent)
 
     def stats(self, prefix: str = "", timeout: float = 30) -> dict[str, Any]:
         """The worker's pid, its computations of keys starting with ``prefix``, held waits."""
@@ -94,9 +122,14 @@ def _parent_of(pid: int) -> int:
 
 
 @contextmanager
-def app_servers(count: int, store: str, log_dir: Path) -> Iterator[list[AppServer]]:
-    """Start ``count`` separate bench servers on ``store``; stop them all after the block."""
-    env = {**SERVER_ENV, "WORKERLESS_STORE": store}
+def app_servers(
+    count: int, store: str, log_dir: Path, env: Mapping[str, str] | None = None
+) -> Iterator[list[AppServer]]:
+    """Start ``count`` separate bench servers on ``store``; stop them all after the block.
+
+    ``env`` adds or overrides ``WORKERLESS_*`` settings of the servers.
+    """
+    env = {**SERVER_ENV, "WORKERLESS_STORE": store, **(env or {})}
     with ExitStack() as stack, ThreadPoolExecutor(count) as pool:
         # Each start waits for its port: start them side by side.
         managers = [
