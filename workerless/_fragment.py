@@ -15,22 +15,21 @@ from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
 import trio
 from quart import Blueprint, Request, Response, copy_current_request_context, current_app, request
 from quart_trio import QuartTrio
-from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 
+from ._answers import pending, plain, respond
 from ._assets import STATIC_DIR, TEMPLATES_DIR
-from ._cacher import Cacher, Fetched
+from ._cacher import Cacher
 from ._checks import RequireTrio, check_app, stop_hypercorn_worker
 from ._clients import adapt_for_client
 from ._codecs import ResponseCodec
 from ._config import Settings, check_keyword, store_from_url
 from ._errors import ComputationFailed, Overloaded, StillComputing, WorkerlessError
 from ._events import Event, EventName
-from ._http import app_url, location
+from ._http import app_url
 from ._keys import _SAFE_PATH, bound_key, canonical_url
 from ._response import (
     CachedResponse,
-    etag_matches,
     header,
     is_private,
     strong_etag,
@@ -426,7 +425,7 @@ class FragmentRoute:
         workerless = self.workerless
         settings = workerless.settings
         if not workerless._running:
-            return _plain(
+            return plain(
                 503,
                 "The server is starting or stopping.",
                 settings,
@@ -447,16 +446,16 @@ class FragmentRoute:
                 stale_if_error=self.stale_if_error,
             )
         except StillComputing as exc:
-            return _pending(exc, settings)
+            return pending(exc, settings)
         except ComputationFailed as exc:
             status = 504 if exc.timed_out else 502
             text = "This fragment could not be computed."
-            return _plain(status, text, settings, "workerless; fwd=miss; detail=error")
+            return plain(status, text, settings, "workerless; fwd=miss; detail=error")
         except Overloaded:
             text = "Too many fragments are being computed; try again shortly."
-            return _plain(503, text, settings, "workerless; fwd=miss; detail=overloaded")
+            return plain(503, text, settings, "workerless; fwd=miss; detail=overloaded")
         browser_ttl = settings.browser_ttl if self.browser_ttl is None else self.browser_ttl
-        return _respond(fetched, browser_ttl)
+        return respond(fetched, browser_ttl)
 
 
 _MAX_VARY = 8
@@ -507,81 +506,3 @@ async def _render(view: View, view_args: dict[str, Any]) -> CachedResponse:
 def _request_url() -> str:
     """The current request's path below the mount point and query, canonical (the default key)."""
     return app_url(request.scope, request.path)
-
-
-def _respond(fetched: Fetched[CachedResponse], browser_ttl: float) -> Response:
-    cached = fetched.value
-    # A plain list, built in one pass: this is the hit path, and werkzeug's Headers is slow.
-    headers = list(cached.headers)
-    etag = None
-    has_cache_control = False
-    for name, value in headers:
-        lower = name.lower()
-        if lower == "etag":
-            etag = value
-        elif lower == "cache-control":
-            has_cache_control = True
-    if not has_cache_control:
-        # Say it for every cache downstream: never a shared one; the browser revalidates with
-        # the ETag, or keeps the fragment for browser_ttl seconds.
-        age = int(browser_ttl)
-        headers.append(
-            ("Cache-Control", f"private, max-age={age}" if age > 0 else "private, no-cache")
-        )
-    headers.append(("Cache-Status", _cache_status(fetched)))
-    if etag is not None and cached.status == 200:
-        if_none_match = request.headers.get("If-None-Match")
-        if if_none_match is not None and etag_matches(if_none_match, etag):
-            kept = [(n, v) for n, v in headers if n.lower() in _KEPT_BY_304]
-            return current_app.response_class(b"", status=304, headers=Headers(kept))
-    return current_app.response_class(cached.body, status=cached.status, headers=Headers(headers))
-
-
-# What a 304 keeps of the 200 it stands for (RFC 9110 section 15.4.5).
-_KEPT_BY_304 = frozenset(
-    {"cache-control", "cache-status", "content-location", "etag", "expires", "vary"}
-)
-
-
-def _cache_status(fetched: Fetched[CachedResponse]) -> str:
-    """The ``Cache-Status`` field (RFC 9211) saying how this answer was obtained."""
-    cached = fetched.value
-    if fetched.source in ("hit", "stale"):
-        ttl = "" if fetched.ttl is None else f"; ttl={int(fetched.ttl)}"
-        if fetched.source == "hit":
-            return f"workerless; hit{ttl}"
-        detail = "; detail=stale-if-error" if fetched.failure else ""
-        return f"workerless; hit; fwd=stale{ttl}{detail}"
-    status = "workerless; fwd=miss"
-    if cached.status != 200:
-        status += f"; fwd-status={cached.status}"
-    if fetched.source == "collapsed":
-        status += "; collapsed"
-    if fetched.stored:
-        status += "; stored"
-    if not fetched.store_available:
-        status += "; detail=store-unavailable"
-    return status
-
-
-def _pending(exc: StillComputing, settings: Settings) -> Response:
-    response = current_app.response_class(b"", status=202)
-    response.headers.clear()
-    # Without a length, a client speaking HTTP/1.0 (nginx's default upstream) waits for a close.
-    response.headers["Content-Length"] = "0"
-    response.headers["Location"] = location(request.scope, _request_url())
-    response.headers["Retry-After"] = str(settings.retry_after)
-    response.headers["Cache-Control"] = "no-store"
-    detail = "shutting-down" if exc.shutting_down else "pending"
-    collapsed = "; collapsed" if exc.collapsed else ""
-    response.headers["Cache-Status"] = f"workerless; fwd=miss{collapsed}; detail={detail}"
-    return response
-
-
-def _plain(status: int, text: str, settings: Settings, cache_status: str) -> Response:
-    response = current_app.response_class(text + "\n", status=status, mimetype="text/plain")
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Cache-Status"] = cache_status
-    if status == 503:
-        response.headers["Retry-After"] = str(settings.retry_after)
-    return response

@@ -14,16 +14,16 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
 import trio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ._errors import ConfigurationError, StoreError, StoreUnavailable
+from ._errors import ConfigurationError, StoreError
 from ._near import NearCache
 from ._redis_channel import NoticeListener, encode_invalidation, encode_notice
+from ._redis_errors import RedisErrors
 from ._redis_scripts import ACQUIRE, GET, INVALIDATE, RELEASE, RENEW, SET_IF_EPOCH
 from ._store import DEFAULT_MAX_VALUE_BYTES, MAX_LEASE, Entry, Lease, Notice, Store
 
@@ -36,7 +36,6 @@ T = TypeVar("T")
 _GLOB_METACHARACTERS = re.compile(r"([*?\[\]\\])")
 _DELETE_BATCH = 500
 _WARN_EVERY = 60.0  # s between two warnings about the same key's bad data
-_CLUSTER_REPLIES = ("MOVED", "ASK", "CROSSSLOT", "CLUSTERDOWN", "TRYAGAIN")
 
 
 class RedisStore(Store):
@@ -76,13 +75,12 @@ class RedisStore(Store):
             raise ValueError("max_threads, socket_timeout and connect_timeout must be positive")
         if invalidation_wait < 0:
             raise ValueError("invalidation_wait must not be negative")
-        self.url = redact_url(url)
+        self._errors = RedisErrors(url, prefix)
+        self.url = self._errors.url
         self.prefix = prefix
         self.socket_timeout = socket_timeout
         self.connect_timeout = connect_timeout
         self.invalidation_wait = invalidation_wait
-        self._secrets = _secrets_in(url)
-        self._user = unquote(urlsplit(url).username or "") or "default"
         try:
             # No retries: a dead Redis must fail fast, and the Cacher already degrades.
             self._client = redis.Redis.from_url(
@@ -480,46 +478,13 @@ class RedisStore(Store):
         logger.warning("%r in %s: %s", key, self.url, problem)
 
     def _error(self, what: str, exc: BaseException) -> StoreError:
-        """Our exception for a redis-py one: an outage, or a refusal explained."""
-        described = self._describe(exc)
-        if isinstance(exc, (redis.AuthenticationError, redis.exceptions.AuthorizationError)):
-            return StoreError(f"Redis at {self.url} refused the credentials: {described}")
-        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
-            return StoreUnavailable(f"{what} {self.url}: {described}")
-        text = self._scrub(str(exc))
-        if isinstance(exc, (redis.exceptions.AskError, redis.exceptions.ClusterError)) or (
-            text.startswith(_CLUSTER_REPLIES) or "CROSSSLOT" in described
-        ):
-            return StoreError(
-                f"Redis Cluster is not supported by this URL ({self.url}): {described}"
-            )
-        if isinstance(exc, redis.exceptions.NoPermissionError) or "executing the script" in text:
-            return StoreError(f"Redis at {self.url}: {self._permission_hint(text)}")
-        return StoreError(f"Redis at {self.url} refused: {described}")
-
-    def _permission_hint(self, text: str) -> str:
-        command = re.search(r"run the '([^']+)' command", text)
-        if "executing the script" in text:
-            name, need = "a command its scripts run", "the permissions of the README's ACL rule"
-        elif command is not None:
-            name = command.group(1).lower()
-            need = f"+{name}"
-        elif "channel" in text:
-            name, need = "its channel", f"&{self.prefix}*"
-        else:
-            name, need = "its keys", f"~{self.prefix}*"
-        return (
-            f"Redis user {self._user!r} lacks permission for {name!r}: add {need} to its ACL "
-            f"rule ({text})"
-        )
+        return self._errors.error(what, exc)
 
     def _describe(self, exc: BaseException) -> str:
-        return self._scrub(f"{type(exc).__name__}: {exc}")
+        return self._errors.describe(exc)
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self._errors.scrub(text)
 
 
 class _PendingAck:
@@ -531,33 +496,6 @@ class _PendingAck:
         self.ackers: set[str] = set()
         self.expected: int | None = None  # how many listeners got it; known once published
         self.done = trio.Event()
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password (in the user part or a ``password`` query field) as ``***``."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
-        user, colon, _ = userinfo.partition(":")
-        # A lone user part may well be a password written in the wrong place: hide it too.
-        netloc = f"{user}:***@{host}" if colon else f"***@{host}"
-    fields = parse_qsl(parts.query, keep_blank_values=True)
-    if any(name == "password" for name, _ in fields):
-        fields = [(name, "***" if name == "password" else value) for name, value in fields]
-        query = urlencode(fields, safe="*")
-    else:
-        query = parts.query
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def _secrets_in(url: str) -> tuple[str, ...]:
-    parts = urlsplit(url)
-    found = [parts.password or ""]
-    if parts.password is None:
-        found.append(parts.username or "")
-    found += [value for name, value in parse_qsl(parts.query) if name == "password"]
-    return tuple({s for raw in found if raw for s in (raw, unquote(raw))})
 
 
 def _glob_escape(text: str) -> str:
