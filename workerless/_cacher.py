@@ -522,8 +522,13 @@ class Cacher(Generic[T]):
             self._failures += 1
             self._emit(Failed(key, outcome.reason, outcome.timed_out))
         if flight.coordinated:
-            # Give the lease back and tell other processes before answering local waiters: a
-            # new local request in between joins this flight instead of finding the lease held.
+            if isinstance(outcome, Success) and outcome.stored:
+                # Stored: a new local request finds the value, so local waiters need not wait
+                # for the two round trips of the announcement.
+                flight.outcome = outcome
+                self._resolve(flight)
+            # Otherwise give the lease back and tell other processes before answering local
+            # waiters: a new local request in between would find the lease still held.
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await self._guard.announce(notice, token)
         return outcome
