@@ -92,12 +92,7 @@ class GuardedStore:
         if not self.available:
             return  # nobody can hear us; a lease we hold expires by itself
 
-        async def release_and_publish() -> None:
-            if token is not None:
-                await self.store.release_lease(notice.key, token)
-            await self.store.publish(notice)
-
-        await self._guard(release_and_publish, None)
+        await self._guard(lambda: self.store.announce(notice, token), None)
 
     async def renew(self, leases: Mapping[str, str], ttl: float) -> frozenset[str]:
         """Renew many leases at once; the keys whose lease was lost (none if the store is down)."""

@@ -360,6 +360,14 @@ class RedisStore(Store):
 
     # -- notices ---------------------------------------------------------------------------
 
+    async def announce(self, notice: Notice, token: str | None) -> None:
+        """Release and publish in one round trip (one script); local watchers first."""
+        self._deliver(notice)
+        message = encode_notice(notice, self._origin)
+        args = [token or "", self._channel, message]
+        if await self._call(self._release, [self._lease_key(notice.key)], args) and token:
+            self._deliver(Notice(notice.key, "abandoned", "lease released", token=token))
+
     async def publish(self, notice: Notice) -> None:
         """Wake this process's watchers at once, then send ``notice`` to the other processes.
 

@@ -84,8 +84,11 @@ return 1
 RELEASE = (
     _TOLERANT
     + """
-if tolerant('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+local released = 0
+if tolerant('GET', KEYS[1]) == ARGV[1] then released = redis.call('DEL', KEYS[1]) end
+-- With a channel and a message: announce the end in the same round trip.
+if ARGV[3] then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return released
 """
 )
 # Increase the epoch (a corrupt one is replaced by ARGV[1], the time in ms), then unlink the

@@ -223,6 +223,15 @@ class Store(abc.ABC):
         """Give the lease up if ``token`` still holds it (never someone else's), and then wake
         this process's watchers of ``key`` with an ``abandoned`` notice."""
 
+    async def announce(self, notice: Notice, token: str | None) -> None:
+        """Release the lease ``token`` holds on ``notice.key`` (if any), then `publish` it.
+
+        The end of a computation in one call: a shared store may do both in one round trip.
+        """
+        if token is not None:
+            await self.release_lease(notice.key, token)
+        await self.publish(notice)
+
     @abc.abstractmethod
     async def publish(self, notice: Notice) -> None:
         """Announce ``notice`` to every process watching its key (this one included, at once);
