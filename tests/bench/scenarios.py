@@ -119,7 +119,7 @@ QUICK = Sizes(
     cap_seconds=3.0,
     fresh_visits=3,
     hot_clients=20,
-    hot_seconds=2.5,
+    hot_seconds=2.0,
     reload_fragments=10,
 )
 
