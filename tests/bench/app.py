@@ -77,6 +77,28 @@ async def slow_fragment(key: str) -> Response:
     return Response(body, content_type="application/json")
 
 
+# Freshness (scenario 7): a short ttl, with a stale window or without one.
+FRESH_TTL = 1.0  # bench.freshness.FRESH_TTL says the same
+
+
+@workerless.fragment("/fresh/stale/<key>", ttl=FRESH_TTL, stale=60, stale_if_error=0)
+async def stale_fragment(key: str) -> Response:
+    body = await compute(key, *_work_args())
+    return Response(body, content_type="application/json")
+
+
+@workerless.fragment("/fresh/plain/<key>", ttl=FRESH_TTL, stale=0, stale_if_error=0)
+async def plain_fragment(key: str) -> Response:
+    body = await compute(key, *_work_args())
+    return Response(body, content_type="application/json")
+
+
+@workerless.fragment("/fresh/page/<key>", ttl=600)
+async def page_fragment(key: str) -> str:
+    computations[key] += 1
+    return PAYLOAD
+
+
 @app.get("/aside/<key>")
 async def cache_aside(key: str) -> Response:
     # What most apps do: look in a cache, compute on a miss, store; no single flight.

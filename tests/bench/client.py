@@ -12,6 +12,11 @@ cores are shared with the servers being measured.  Jobs:
 - ``wakeup``: for each key, a request to the first port then, ``lag`` later, ``waiters``
   requests to the port the key names; report when each answer arrived and the computation
   it carries.
+- ``hammer``: ``n`` keep-alive connections spread over ``ports`` each request ``target``
+  again and again for ``seconds``; count the answers by Cache-Status (hit, stale, waited for
+  a computation) and time the waits.
+- ``reload``: fetch ``targets`` once on one connection, then again twice: without and with
+  ``If-None-Match`` (each first answer's ETag); report each second round's bytes.
 - ``burst``: send ``n`` requests (``target`` formatted with ``i``) at once, each on a new
   connection, while a prober times a request for ``probe`` on a new connection every
   ``probe_every`` seconds until the burst is all answered; report statuses and latencies.
@@ -24,7 +29,8 @@ import resource
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import h11
@@ -37,12 +43,15 @@ HOST = "127.0.0.1"
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """A response, and when its request was sent and its last byte received (monotonic)."""
+    """A response, when its request was sent and its last byte received (monotonic), its
+    headers (lower-case names) and how many bytes it took on the wire."""
 
     status: int
     body: bytes
     sent: float
     received: float
+    headers: dict[str, str] = field(default_factory=dict)
+    raw_bytes: int = 0  # the response as received: status line, headers and body
 
     @property
     def computation(self) -> dict[str, Any]:
@@ -61,9 +70,9 @@ class Connection:
     async def open(cls, port: int) -> Connection:
         return cls(await trio.open_tcp_stream(HOST, port))
 
-    async def send(self, target: str) -> float:
-        """Send a GET for ``target``; return when it was sent."""
-        request = h11.Request(method="GET", target=target, headers=[("Host", HOST)])
+    async def send(self, target: str, headers: Sequence[tuple[str, str]] = ()) -> float:
+        """Send a GET for ``target`` with ``headers`` besides Host; return when it was sent."""
+        request = h11.Request(method="GET", target=target, headers=[("Host", HOST), *headers])
         data = b"".join(self.h11.send(e) or b"" for e in (request, h11.EndOfMessage()))
         sent = time.monotonic()
         await self.stream.send_all(data)
@@ -73,12 +82,18 @@ class Connection:
         """Read the whole response to the request sent at ``sent``."""
         status = 0
         body = bytearray()
+        headers: dict[str, str] = {}
+        # Requests are never pipelined, so every byte read now belongs to this response.
+        raw_bytes = 0
         while True:
             event = self.h11.next_event()
             if event is h11.NEED_DATA:
-                self.h11.receive_data(await self.stream.receive_some(65536))
+                data = await self.stream.receive_some(65536)
+                raw_bytes += len(data)
+                self.h11.receive_data(data)
             elif isinstance(event, h11.Response):
                 status = event.status_code
+                headers = {n.decode().lower(): v.decode() for n, v in event.headers}
             elif isinstance(event, h11.Data):
                 body += event.data
             elif isinstance(event, h11.EndOfMessage):
@@ -88,10 +103,10 @@ class Connection:
                 raise ConnectionError("the server closed the connection before answering")
         if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
             self.h11.start_next_cycle()
-        return Reply(status, bytes(body), sent, received)
+        return Reply(status, bytes(body), sent, received, headers, raw_bytes)
 
-    async def get(self, target: str) -> Reply:
-        return await self.receive(await self.send(target))
+    async def get(self, target: str, headers: Sequence[tuple[str, str]] = ()) -> Reply:
+        return await self.receive(await self.send(target, headers))
 
     async def aclose(self) -> None:
         await self.stream.aclose()
@@ -297,7 +312,83 @@ async def burst(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def hammer(job: dict[str, Any]) -> dict[str, Any]:
+    ports, n, target = job["ports"], job["n"], job["target"]
+    counts: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    waits: list[float] = []
+    errors: list[str] = []
+    deadline = trio.current_time() + job["seconds"]
+
+    async def loop(i: int) -> None:
+        try:
+            conn = await Connection.open(ports[i % len(ports)])
+            try:
+                while trio.current_time() < deadline:
+                    reply = await conn.get(target)
+                    statuses[str(reply.status)] += 1
+                    cache_status = reply.headers.get("cache-status", "")
+                    if "fwd=miss" in cache_status:
+                        counts["waited"] += 1
+                        waits.append(reply.received - reply.sent)
+                    elif "fwd=stale" in cache_status:
+                        counts["stale"] += 1
+                    elif "hit" in cache_status:
+                        counts["hit"] += 1
+                    else:
+                        counts["other"] += 1
+            finally:
+                await conn.aclose()
+        except (OSError, ConnectionError, h11.ProtocolError) as exc:
+            errors.append(_error(exc))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(n):
+            nursery.start_soon(loop, i)
+    return {
+        "requests": sum(statuses.values()),
+        "statuses": dict(statuses),
+        "hit": counts["hit"],
+        "stale": counts["stale"],
+        "waited": counts["waited"],
+        "other": counts["other"],
+        "waits": waits,
+        "errors": errors,
+    }
+
+
+async def reload(job: dict[str, Any]) -> dict[str, Any]:
+    port, targets = job["port"], job["targets"]
+    conn = await Connection.open(port)
+    try:
+        etags = {}
+        for target in targets:
+            reply = await conn.get(target)
+            etags[target] = reply.headers.get("etag")
+        rounds: dict[str, dict[str, Any]] = {}
+        for name, conditional in (("plain", False), ("etag", True)):
+            statuses: Counter[str] = Counter()
+            raw_bytes = body_bytes = 0
+            for target in targets:
+                etag = etags[target]
+                sent = [("If-None-Match", etag)] if conditional and etag else []
+                reply = await conn.get(target, sent)
+                statuses[str(reply.status)] += 1
+                raw_bytes += reply.raw_bytes
+                body_bytes += len(reply.body)
+            rounds[name] = {
+                "statuses": dict(statuses),
+                "bytes": raw_bytes,
+                "body_bytes": body_bytes,
+            }
+    finally:
+        await conn.aclose()
+    return {"with_etag": sum(1 for e in etags.values() if e), **rounds}
+
+
 JOBS = {
+    "hammer": hammer,
+    "reload": reload,
     "stampede": stampede,
     "timeline": timeline,
     "held": held,

@@ -1,13 +1,14 @@
 """Measure workerless beside what users would do instead; print one table, write it as JSON.
 
     python tests/bench/run.py [--quick] [--store memory|redis|both] [--json PATH]
-                              [--scenarios 1,2,3,4,5,6]
+                              [--scenarios 1,2,3,4,5,6,7]
 
 Starts real ``hypercorn --worker-class trio`` servers on free ports (and a redis-server for
 the Redis store) and drives them from other processes: ``wrk`` and a trio client.  Every
 figure is a comparison taken in the same run, since timings on a shared machine drift.
 Scenario 6 sets off faults (a killed server, a killed redis-server, planted data, overload)
-and reports each against its goal.
+and reports each against its goal.  Scenario 7 compares stale-while-revalidate, early refresh
+and ETags with their absence.
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from servers import redis_server  # noqa: E402
 
-from bench import faults, scenarios  # noqa: E402
+from bench import faults, freshness, scenarios  # noqa: E402
 from bench.procs import app_servers  # noqa: E402
 from bench.report import Row, log, machine, markdown  # noqa: E402
 
-SCENARIOS = (1, 2, 3, 4, 5, 6)
+SCENARIOS = (1, 2, 3, 4, 5, 6, 7)
 TITLES = {
     1: "hit overhead",
     2: "stampede",
@@ -44,6 +45,7 @@ TITLES = {
     4: "held connections",
     5: "cross-process wake-up",
     6: "reliability",
+    7: "freshness",
 }
 
 
@@ -66,7 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scenarios",
         type=lambda text: sorted({int(s) for s in text.split(",") if s.strip()}),
         default=list(SCENARIOS),
-        help="comma-separated scenario numbers (default: all, 1,2,3,4,5,6)",
+        help="comma-separated scenario numbers (default: all, 1,2,3,4,5,6,7)",
     )
     args = parser.parse_args(argv)
     if not set(args.scenarios) <= set(SCENARIOS):
@@ -137,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                 record(4, store, scenarios.held_connections, store, url, sizes, nonce, log_dir)
             if 6 in chosen and store == fault_store:
                 record(6, store, faults.reliability, store, url, sizes, nonce, log_dir)
+            if 7 in chosen:
+                record(7, store, freshness.freshness, store, url, sizes, nonce, log_dir)
     if 5 in chosen and "redis" not in stores:
         results["5"]["skipped"] = "needs the Redis store: --store redis or both"
 

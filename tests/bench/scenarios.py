@@ -64,6 +64,10 @@ class Sizes:
     redis_kill_lease: float
     cap_requests: int
     cap_seconds: float
+    fresh_visits: int
+    hot_clients: int
+    hot_seconds: float
+    reload_fragments: int
 
 
 FULL = Sizes(
@@ -87,6 +91,10 @@ FULL = Sizes(
     redis_kill_lease=15.0,
     cap_requests=500,
     cap_seconds=5.0,
+    fresh_visits=8,
+    hot_clients=50,
+    hot_seconds=4.0,
+    reload_fragments=50,
 )
 QUICK = Sizes(
     wrk_seconds=1,
@@ -109,6 +117,10 @@ QUICK = Sizes(
     redis_kill_lease=6.0,
     cap_requests=200,
     cap_seconds=3.0,
+    fresh_visits=3,
+    hot_clients=20,
+    hot_seconds=2.0,
+    reload_fragments=10,
 )
 
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
-    """A quick run exits 0, reports all six scenarios, and counts computations right."""
+    """A quick run exits 0, reports all seven scenarios, and counts computations right."""
     out = tmp_path / "bench.json"
     done = subprocess.run(
         [sys.executable, str(RUN), "--quick", "--json", str(out)],
@@ -38,7 +38,7 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     results = report["results"]
     stores = report["stores"]
     assert report["failures"] == []
-    assert set(results) == {"1", "2", "3", "4", "5", "6"}
+    assert set(results) == {"1", "2", "3", "4", "5", "6", "7"}
 
     for store in stores:
         assert results["1"][store]["fragment"]["errors"] == 0
@@ -94,3 +94,24 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
         assert faults["redis killed"]["status"] is not None
     else:
         assert {"planted", "holder killed", "redis killed"}.isdisjoint(faults)
+
+    assert set(results["7"]) == set(stores)
+    for store in stores:
+        fresh = results["7"][store]
+        assert fresh["failures"] == []
+        visitor = fresh["returning visitor"]
+        # Each measured answer is what its row says: a hit, a stale hit, a miss.
+        assert visitor["hit"]["hits"] == visitor["visits"]
+        assert visitor["stale"]["stale"] == visitor["visits"]
+        assert visitor["no_stale"]["misses"] == visitor["visits"]
+        for variant in ("early_refresh_on", "early_refresh_off"):
+            hot = fresh["hot key"][variant]
+            assert hot["errors"] == [] and hot["statuses"] == {"200": hot["requests"]}
+            assert hot["hit"] + hot["stale"] + hot["waited"] + hot["other"] == hot["requests"]
+            assert hot["waits"]["n"] == hot["waited"]
+            assert hot["computations"] >= 1  # the ttl ended mid-run: the key was recomputed
+        reload = fresh["warm reload"]
+        k = reload["fragments"]
+        assert reload["with_etag"] == k
+        assert reload["plain"]["statuses"] == {"200": k} and reload["plain"]["body_bytes"] > 0
+        assert reload["etag"]["statuses"] == {"304": k} and reload["etag"]["body_bytes"] == 0
