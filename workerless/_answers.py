@@ -9,6 +9,7 @@ from __future__ import annotations
 from quart import Response, current_app, request
 from werkzeug.datastructures import Headers
 
+from ._clients import VARIES_ON
 from ._config import Settings
 from ._errors import StillComputing
 from ._flight import Fetched
@@ -23,15 +24,22 @@ def respond(fetched: Fetched[CachedResponse], browser_ttl: float) -> Response:
     ``Cache-Control`` for every cache downstream and ``Cache-Status`` saying how it came."""
     cached = fetched.value
     # A plain list, built in one pass: this is the hit path, and werkzeug's Headers is slow.
-    headers = list(cached.headers)
+    headers = []
     etag = None
     has_cache_control = False
-    for name, value in headers:
+    vary = _VARY
+    for name, value in cached.headers:
         lower = name.lower()
         if lower == "etag":
             etag = value
         elif lower == "cache-control":
             has_cache_control = True
+        elif lower == "vary":
+            vary = _merged_vary(value)
+            continue
+        headers.append((name, value))
+    if vary:
+        headers.append(("Vary", vary))
     if not has_cache_control:
         # Say it for every cache downstream: never a shared one; the browser revalidates with
         # the ETag, or keeps the fragment for browser_ttl seconds.
@@ -46,6 +54,18 @@ def respond(fetched: Fetched[CachedResponse], browser_ttl: float) -> Response:
             kept = [(n, v) for n, v in headers if n.lower() in _KEPT_BY_304]
             return current_app.response_class(b"", status=304, headers=Headers(kept))
     return current_app.response_class(cached.body, status=cached.status, headers=Headers(headers))
+
+
+_VARY = ", ".join(VARIES_ON)
+
+
+def _merged_vary(value: str) -> str:
+    """A view's own ``Vary`` plus the client headers every fragment answer varies on."""
+    present = {name.strip().lower() for name in value.split(",")}
+    if "*" in present:
+        return value
+    missing = [name for name in VARIES_ON if name.lower() not in present]
+    return ", ".join(filter(None, [value.strip(), *missing]))
 
 
 # What a 304 keeps of the 200 it stands for (RFC 9110 section 15.4.5).
@@ -87,6 +107,7 @@ def pending(exc: StillComputing, settings: Settings) -> Response:
     detail = "shutting-down" if exc.shutting_down else "pending"
     collapsed = "; collapsed" if exc.collapsed else ""
     response.headers["Cache-Status"] = f"workerless; fwd=miss{collapsed}; detail={detail}"
+    response.headers["Vary"] = _VARY
     return response
 
 
@@ -95,6 +116,7 @@ def plain(status: int, text: str, settings: Settings, cache_status: str) -> Resp
     response = current_app.response_class(text + "\n", status=status, mimetype="text/plain")
     response.headers["Cache-Control"] = "no-store"
     response.headers["Cache-Status"] = cache_status
+    response.headers["Vary"] = _VARY
     if status == 503:
         response.headers["Retry-After"] = str(settings.retry_after)
     return response

@@ -42,6 +42,8 @@ logger = logging.getLogger("workerless")
 T = TypeVar("T")
 E = TypeVar("E", bound=Event)
 _MISSING: Any = object()  # no usable stored value (a stored value may be None itself)
+_MEMO_ENTRIES = 256  # decoded hot entries remembered (immutable values only), each at most:
+_MEMO_MAX_VALUE = 64 * 1024
 
 
 class Cacher(Generic[T]):
@@ -91,6 +93,7 @@ class Cacher(Generic[T]):
         self.early_refresh = early_refresh
         self.codec: Codec[T] = codec if codec is not None else JSONCodec()
         self._listeners = Listeners()
+        self._decoded: dict[bytes, tuple[T, Envelope]] = {}  # see _read
         self._flights: dict[str, Flight] = {}  # misses' flights, by key: later misses join them
         self._refreshing: dict[str, Flight] = {}  # background refreshes: readers never wait
         self._running: set[Flight] = set()  # every running flight
@@ -388,13 +391,24 @@ class Cacher(Generic[T]):
         """The value of a stored entry and its envelope; None if there is none or it is garbage."""
         if entry is None:
             return None
+        raw = entry.value
+        memo = self._decoded if getattr(self.codec, "immutable_values", False) else None
+        if memo is not None:
+            known = memo.get(raw)  # a bytes object keeps its hash: a hot entry costs one lookup
+            if known is not None:
+                return known
         try:
-            envelope = Envelope.unpack(entry.value)
-            return self.codec.decode(envelope.payload), envelope
+            envelope = Envelope.unpack(raw)
+            found = self.codec.decode(envelope.payload), envelope
         except Exception as exc:
             # Another app's, an older version's or planted bytes: compute again, overwrite them.
             logger.warning("ignoring the stored value of %r (%s); computing it again", key, exc)
             return None
+        if memo is not None and len(raw) <= _MEMO_MAX_VALUE:
+            if len(memo) >= _MEMO_ENTRIES:
+                memo.clear()
+            memo[raw] = found
+        return found
 
     def _fresh(self, rules: Rules[T]) -> Callable[[str, Entry | None], Any]:
         """What counts as found for a computation: a fresh value it does not replace."""

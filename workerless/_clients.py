@@ -17,9 +17,10 @@ from werkzeug.datastructures import Headers
 
 from ._response import etag_matches
 
-__all__ = ["adapt_for_client"]
+__all__ = ["VARIES_ON", "adapt_for_client"]
 
-_VARIES_ON = ("HX-Request", "Turbo-Frame")
+# Every fragment answer varies on these (the answers module adds them, see _answers).
+VARIES_ON = ("HX-Request", "Turbo-Frame")
 
 # The Cache-Status details (see _fragment) of the answers workerless writes itself.
 _PENDING = frozenset({"pending", "shutting-down"})
@@ -42,23 +43,14 @@ async def adapt_for_client(response: Response) -> Response:
     wrapped in ``<turbo-frame id="<id>">`` unless the view already did, with an ETag of its own;
     a 202 and a 5xx become HTML frames (a note with a link, an error box with a Retry link).
     Statuses never change.
-    Other requests get ``response`` as it is, with ``Vary`` added.
+    Other requests get ``response`` as it is (its ``Vary`` already names both headers).
     """
-    _add_vary(response)
     if request.headers.get("HX-Request") == "true":
         return _for_htmx(response)
     frame = request.headers.get("Turbo-Frame")
     if frame:
         return await _for_turbo(response, frame)
     return response
-
-
-def _add_vary(response: Response) -> None:
-    existing = response.headers.get("Vary", "")
-    present = {value.strip().lower() for value in existing.split(",")}
-    missing = [name for name in _VARIES_ON if name.lower() not in present]
-    if missing and "*" not in present:
-        response.headers["Vary"] = ", ".join(filter(None, [existing.strip(), *missing]))
 
 
 def _detail(response: Response) -> str | None:

@@ -23,12 +23,14 @@ _HEADER = struct.Struct("!3sI")
 # RFC 9110 section 5.1: a field name is a token; a value has no CR, LF or NUL and fits latin-1.
 _FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _BAD_VALUE = re.compile(r"[\r\n\x00]|[^\x00-\xff]")
-_MEMO_ENTRIES = 256  # decoded responses remembered (hot keys), each at most:
-_MEMO_MAX_VALUE = 64 * 1024
 
 
 class Codec(Protocol[T]):
-    """Turns values into the bytes a store keeps, and back (raising ValueError on garbage)."""
+    """Turns values into the bytes a store keeps, and back (raising ValueError on garbage).
+
+    A codec whose values are immutable may say so with a class attribute
+    ``immutable_values = True``: the Cacher then decodes a hot entry once, not on every hit.
+    """
 
     def encode(self, value: T) -> bytes: ...
 
@@ -50,30 +52,17 @@ class ResponseCodec:
 
     Decoding accepts only what encoding could have produced from a cacheable response: a status
     of 100-599, well-formed header names and values, no ``Set-Cookie`` or hop-by-hop header
-    (dropped again on read), and no ``Cache-Control: private`` or ``no-store``.  The last
-    few small values decoded are remembered, so a hot hit costs a dictionary lookup.
+    (dropped again on read), and no ``Cache-Control: private`` or ``no-store``.  Its values
+    are immutable, so a Cacher may hand one decoded value to many callers.
     """
 
-    def __init__(self) -> None:
-        self._memo: dict[bytes, CachedResponse] = {}
+    immutable_values = True
 
     def encode(self, value: CachedResponse) -> bytes:
         meta = json.dumps([value.status, value.headers], separators=(",", ":")).encode()
         return _HEADER.pack(_MAGIC, len(meta)) + meta + value.body
 
     def decode(self, data: bytes) -> CachedResponse:
-        # A stored value is immutable and decodes the same every time; bytes cache their hash.
-        known = self._memo.get(data)
-        if known is not None:
-            return known
-        value = self._decode(data)
-        if len(data) <= _MEMO_MAX_VALUE:
-            if len(self._memo) >= _MEMO_ENTRIES:
-                self._memo.clear()
-            self._memo[data] = value
-        return value
-
-    def _decode(self, data: bytes) -> CachedResponse:
         if len(data) < _HEADER.size:
             raise ValueError("too short for a workerless response")
         magic, length = _HEADER.unpack_from(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from urllib.parse import parse_qsl, quote, unquote_to_bytes, urlencode
 
@@ -13,6 +14,7 @@ _SAFE_PATH = "/-._~!$&'()*+,;=:@"
 _UNSAFE = frozenset(" #")
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and on every hit: hot URLs cost one lookup
 def canonical_url(raw_path: bytes, query_string: bytes) -> str:
     """The request's path and query string as one ASCII key, whatever bytes they hold.
 
@@ -29,6 +31,7 @@ def canonical_url(raw_path: bytes, query_string: bytes) -> str:
     return f"{path}?{urlencode(fields, encoding='latin-1', quote_via=quote)}"
 
 
+@functools.lru_cache(maxsize=4096)
 def bound_key(key: str) -> str:
     """``key`` itself if short printable ASCII without ``#``, else a readable head and a hash.
 
