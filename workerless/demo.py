@@ -98,6 +98,7 @@ async def index() -> str:
         failing_enabled=upstream.failing,
         deadline=SLOW_DEADLINE,
         slow_seconds=SLOW_SECONDS,
+        fresh_ttl=FRESH_TTL,
     )
 
 
