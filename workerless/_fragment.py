@@ -407,10 +407,28 @@ class FragmentRoute:
         return not is_private(response.headers) and "*" not in names and names <= varied
 
     async def _compute(self, view_args: dict[str, Any], varied: frozenset[str]) -> CachedResponse:
-        response = await _render(self.view, view_args)
-        if response.status == 200 and header(response.headers, "etag") is None:
-            etag = ("ETag", strong_etag(response.body))
-            response = CachedResponse(response.status, (*response.headers, etag), response.body)
+        """Run the view in the background and capture its response, with its ETag.
+
+        This runs in the computation's task, which trio started with a copy of the request
+        task's context; working on a copy of that request context keeps ``request`` usable
+        after the request is answered, and the copy is paid for on a miss only, never on a
+        hit.  (What Quart's ``copy_current_request_context`` does, without its two frames: this
+        one stays alive for as long as the computation runs.)
+        """
+        async with request_ctx.copy():
+            app = current_app
+            try:
+                rv = await app.ensure_async(self.view)(**view_args)
+            except HTTPException as exc:  # abort(404) and friends are responses, not failures
+                rv = await app.handle_user_exception(exc)
+            made = await app.make_response(rv)
+            body = made.get_data(as_text=False)
+            if inspect.isawaitable(body):  # Quart's responses are async; werkzeug's are not
+                body = await body
+        headers = list(made.headers.items())
+        if made.status_code == 200 and header(headers, "etag") is None:
+            headers.append(("ETag", strong_etag(body)))
+        response = CachedResponse.build(made.status_code, headers, body)
         names = vary_names(response.headers) - varied - {"*"}
         if names:
             learned = self.vary | names
@@ -487,28 +505,6 @@ def _variant(key: str, varied: frozenset[str]) -> str:
     values = [[name, request.headers.get(name, "")] for name in names]
     digest = hashlib.sha256(json.dumps(values).encode("utf-8", "surrogatepass")).hexdigest()
     return f"{key}{VARIANT_MARK}{digest[:32]}"
-
-
-async def _render(view: View, view_args: dict[str, Any]) -> CachedResponse:
-    """Run a fragment view in the background and capture its response.
-
-    This runs in the computation's task, which trio started with a copy of the request task's
-    context; working on a copy of that request context keeps ``request`` usable after the
-    request is answered, and the copy is paid for on a miss only, never on a hit.  (What
-    Quart's ``copy_current_request_context`` does, without its two extra frames per held
-    computation.)
-    """
-    async with request_ctx.copy():
-        app = current_app
-        try:
-            rv = await app.ensure_async(view)(**view_args)
-        except HTTPException as exc:  # abort(404) and friends are responses, not failures
-            rv = await app.handle_user_exception(exc)
-        response = await app.make_response(rv)
-        body = response.get_data(as_text=False)
-        if inspect.isawaitable(body):  # Quart's responses are async; werkzeug's (abort) are not
-            body = await body
-        return CachedResponse.build(response.status_code, list(response.headers.items()), body)
 
 
 def _request_url() -> str:
