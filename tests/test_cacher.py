@@ -29,6 +29,7 @@ from workerless import (
     Stale,
     StillComputing,
     Stored,
+    StoreError,
     StoreUnavailable,
 )
 from workerless.testing import capture_events
@@ -553,3 +554,28 @@ async def test_corrupt_freshness_record_is_a_miss() -> None:
                 await store.set("c", planted, 60)
                 assert await cacher.fetch("c", upstream) == f"v{upstream.calls}"
                 await cacher.invalidate("c")
+
+
+class RefusingStore(MemoryStore):
+    """A store that refuses (StoreError, not an outage) every read of one key."""
+
+    async def get(self, key: str) -> Entry | None:
+        if key == "refused":
+            raise StoreError("NOPERM this user has no permissions to run the 'get' command")
+        return await super().get(key)
+
+
+async def test_a_refusal_is_that_calls_miss_not_an_outage(caplog: pytest.LogCaptureFixture) -> None:
+    """A StoreError on one read is logged and served as a miss; the store stays available
+    and other keys are still hits."""
+    upstream = Upstream()
+    with trio.fail_after(5):
+        async with Cacher(RefusingStore()) as cacher:
+            await cacher.fetch("other", upstream)
+            refused = await cacher.fetch_result("refused", upstream)
+            other = await cacher.fetch_result("other", upstream)
+            stats = cacher.statistics()
+    assert refused.source == "computed" and refused.store_available
+    assert other.source == "hit"
+    assert stats.store_available
+    assert "refused a call" in caplog.text and "NOPERM" in caplog.text

@@ -276,14 +276,8 @@ class Cacher(Generic[T]):
         nursery = self._nursery
         if nursery is None:
             raise RuntimeError("the Cacher is not running: use `async with cacher:` first")
-        rules = Rules(
-            self.ttl if ttl is None else ttl,
-            self.hard_limit if hard_limit is None else hard_limit,
-            cacheable,
-            shareable,
-            self.stale if stale is None else stale,
-            self.stale_if_error if stale_if_error is None else stale_if_error,
-        )
+        # The computation's rules, built only when one starts (never on a plain hit).
+        limits = (ttl, hard_limit, cacheable, shareable, stale, stale_if_error)
         fallback: tuple[T, float] | None = None  # an old value, if the computation fails
         # A computation of this key already running here answers sooner than the store can, and
         # joining it first keeps a stampede from queueing one store read per request.
@@ -299,20 +293,21 @@ class Cacher(Generic[T]):
                     if self.early_refresh and should_refresh_early(
                         envelope.duration, fresh_left, self.early_refresh
                     ):
-                        self._refresh(key, compute, rules, envelope.generation)
+                        self._refresh(key, compute, self._rules(*limits), envelope.generation)
                     left = None if fresh_left == math.inf else fresh_left
                     if self._listeners.wanted(Hit):
                         self._emit(Hit(key, left))
                     return Fetched(value, "hit", stored=True, ttl=left)
                 if position is Standing.STALE:
                     self._stale += 1
-                    self._refresh(key, compute, rules, envelope.generation)
+                    self._refresh(key, compute, self._rules(*limits), envelope.generation)
                     self._emit(Stale(key, -fresh_left))
                     return Fetched(value, "stale", stored=True, ttl=fresh_left)
                 if position is Standing.STALE_IF_ERROR:
                     fallback = (value, fresh_left)
             flight = self._flights.get(key)  # one may have started while we read the store
         collapsed = flight is not None
+        rules = self._rules(*limits)
         if flight is None:
             flight = self._flights[key] = self._start(key, compute, rules)
         else:
@@ -337,6 +332,25 @@ class Cacher(Generic[T]):
         )
         return Fetched(
             outcome.value, source, stored=outcome.stored, store_available=flight.store_available
+        )
+
+    def _rules(
+        self,
+        ttl: float | None,
+        hard_limit: float | None,
+        cacheable: Callable[[T], bool] | None,
+        shareable: Callable[[T], bool] | None,
+        stale: float | None,
+        stale_if_error: float | None,
+    ) -> Rules[T]:
+        """A computation's rules: the caller's, else the cacher's own."""
+        return Rules(
+            self.ttl if ttl is None else ttl,
+            self.hard_limit if hard_limit is None else hard_limit,
+            cacheable,
+            shareable,
+            self.stale if stale is None else stale,
+            self.stale_if_error if stale_if_error is None else stale_if_error,
         )
 
     def _refresh(

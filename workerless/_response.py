@@ -11,7 +11,6 @@ __all__ = [
     "etag_matches",
     "header",
     "is_private",
-    "is_public",
     "kept_headers",
     "strong_etag",
     "vary_names",
@@ -65,11 +64,6 @@ def _directives(headers: Iterable[tuple[str, str]], field: str) -> set[str]:
 def is_private(headers: Iterable[tuple[str, str]]) -> bool:
     """Whether ``Cache-Control`` forbids a shared cache to keep the response (RFC 9111 5.2.2)."""
     return bool(_directives(headers, "cache-control") & {"private", "no-store"})
-
-
-def is_public(headers: Iterable[tuple[str, str]]) -> bool:
-    """Whether ``Cache-Control`` says ``public``: shareable even for a request with credentials."""
-    return "public" in _directives(headers, "cache-control")
 
 
 def vary_names(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
