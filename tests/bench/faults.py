@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from servers import redis_server
 from test_planted import entry
 
 from .procs import Answer, AppServer, app_servers, run_client
-from .report import Row, log, ms, summary
+from .report import Row, Rows, ms, summary
 from .scenarios import Outcome, Sizes, hold
 
 __all__ = ["reliability"]
@@ -37,8 +36,6 @@ FAULT_DEADLINE = 8.0
 HOLDER_LEASE = 2.0
 REDIS_KILL_COMPUTATION = 3.0
 
-Step = Callable[[], tuple[dict[str, Any], Row]]
-
 
 def reliability(store: str, store_url: str, sizes: Sizes, nonce: str, log_dir: Path) -> Outcome:
     """Every fault row on ``store`` (on memory, only those that need no Redis).
@@ -47,20 +44,7 @@ def reliability(store: str, store_url: str, sizes: Sizes, nonce: str, log_dir: P
     and the other rows still run.
     """
     redis = store == "redis"
-    result: dict[str, Any] = {}
-    rows: list[Row] = []
-    failures: list[str] = []
-
-    def run(name: str, step: Step) -> None:
-        log(f"  reliability: {name}")
-        try:
-            figures, row = step()
-        except Exception as exc:  # one broken row must not hide the others' figures
-            traceback.print_exc()
-            failures.append(f"{name}: {type(exc).__name__}: {exc}")
-            figures, row = {"error": failures[-1]}, Row("6", name, store, "failed", "", "")
-        result[name] = figures
-        rows.append(row)
+    rows = Rows("6", store, "reliability")
 
     # One pair of servers for the rows that fit together: the cap and the deadline are set
     # low, a prefix of their own keeps planted data away from the other scenarios' keys.
@@ -70,17 +54,17 @@ def reliability(store: str, store_url: str, sizes: Sizes, nonce: str, log_dir: P
         "WORKERLESS_PREFIX": f"bench-{nonce}:",
     }
     with app_servers(2, store_url, log_dir, env) as pair:
-        run("stampede", lambda: _stampede(pair, store, sizes, nonce))
-        run("cap", lambda: _cap(pair[0], store, sizes, nonce))
+        rows.run("stampede", lambda: _stampede(pair, store, sizes, nonce))
+        rows.run("cap", lambda: _cap(pair[0], store, sizes, nonce))
         if redis:
-            run("planted", lambda: _planted(pair[0], store_url, env["WORKERLESS_PREFIX"], nonce))
-    run("held", lambda: _held(store, store_url, sizes, nonce, log_dir))
+            rows.run(
+                "planted", lambda: _planted(pair[0], store_url, env["WORKERLESS_PREFIX"], nonce)
+            )
+    rows.run("held", lambda: _held(store, store_url, sizes, nonce, log_dir))
     if redis:
-        run("holder killed", lambda: _holder_killed(store_url, nonce, log_dir))
-        run("redis killed", lambda: _redis_killed(sizes, nonce, log_dir))
-    if failures:
-        result["failures"] = failures
-    return result, rows
+        rows.run("holder killed", lambda: _holder_killed(store_url, nonce, log_dir))
+        rows.run("redis killed", lambda: _redis_killed(sizes, nonce, log_dir))
+    return rows.outcome()
 
 
 def _verdict(met: bool, misses: str = "") -> str:

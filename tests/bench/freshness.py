@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import statistics
 import time
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from .procs import Answer, AppServer, app_servers, run_client
-from .report import Row, log, ms, summary, times
+from .report import Row, Rows, ms, summary, times
 from .scenarios import Outcome, Sizes
 
 __all__ = ["freshness"]
@@ -35,8 +34,6 @@ HOT_COMPUTE = 0.3  # seconds the hot key takes to compute
 STALE_GOAL = 2.0  # a stale answer within this many times a hit's time
 PAST_TTL = 0.2  # seconds past the ttl the returning visitor comes back
 
-Step = Callable[[], tuple[dict[str, Any], Row]]
-
 
 def freshness(store: str, store_url: str, sizes: Sizes, nonce: str, log_dir: Path) -> Outcome:
     """The three freshness rows on ``store``: two servers per variant on Redis, else one.
@@ -45,21 +42,7 @@ def freshness(store: str, store_url: str, sizes: Sizes, nonce: str, log_dir: Pat
     and the other rows still run.
     """
     count = 2 if store == "redis" else 1
-    result: dict[str, Any] = {}
-    rows: list[Row] = []
-    failures: list[str] = []
-
-    def run(name: str, step: Step) -> None:
-        log(f"  freshness: {name}")
-        try:
-            figures, row = step()
-        except Exception as exc:  # one broken row must not hide the others' figures
-            traceback.print_exc()
-            failures.append(f"{name}: {type(exc).__name__}: {exc}")
-            figures = {"error": failures[-1]}
-            row = Row("7", name, store, "failed", "", str(exc)[:80])
-        result[name] = figures
-        rows.append(row)
+    rows = Rows("7", store, "freshness")
 
     off_env = {"WORKERLESS_EARLY_REFRESH": "0"}
     on_env = {"WORKERLESS_EARLY_REFRESH": "1"}
@@ -68,11 +51,10 @@ def freshness(store: str, store_url: str, sizes: Sizes, nonce: str, log_dir: Pat
         app_servers(count, store_url, log_dir, env=on_env) as on,
     ):
         tag = f"{nonce}-{store}"
-        run("returning visitor", lambda: returning_visitor(off[0], store, sizes, tag))
-        run("hot key", lambda: hot_key(off, on, store, sizes, tag))
-        run("warm reload", lambda: warm_reload(off[0], store, sizes, tag))
-    result["failures"] = failures
-    return result, rows
+        rows.run("returning visitor", lambda: returning_visitor(off[0], store, sizes, tag))
+        rows.run("hot key", lambda: hot_key(off, on, store, sizes, tag))
+        rows.run("warm reload", lambda: warm_reload(off[0], store, sizes, tag))
+    return rows.outcome()
 
 
 def _mean(answers: Sequence[Answer]) -> float:

@@ -6,12 +6,13 @@ import math
 import os
 import platform
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Row", "log", "machine", "markdown", "ms", "summary", "times"]
+__all__ = ["Row", "Rows", "Step", "log", "machine", "markdown", "ms", "summary", "times"]
 
 COLUMNS = ("#", "Scenario", "Store", "workerless", "Alternative", "Comparison")
 
@@ -107,3 +108,34 @@ def markdown(rows: Sequence[Row]) -> str:
         )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+Step = Callable[[], tuple[dict[str, Any], Row]]
+
+
+class Rows:
+    """The rows of a scenario made of independent parts: a part that raises is reported as
+    failed (its message goes to ``result["failures"]``) and the other parts still run."""
+
+    def __init__(self, scenario: str, store: str, label: str) -> None:
+        self.scenario, self.store, self.label = scenario, store, label
+        self.result: dict[str, Any] = {}
+        self.rows: list[Row] = []
+        self.failures: list[str] = []
+
+    def run(self, name: str, step: Step) -> None:
+        log(f"  {self.label}: {name}")
+        try:
+            figures, row = step()
+        except Exception as exc:  # one broken row must not hide the others' figures
+            traceback.print_exc()
+            self.failures.append(f"{name}: {type(exc).__name__}: {exc}")
+            figures = {"error": self.failures[-1]}
+            row = Row(self.scenario, name, self.store, "failed", "", str(exc)[:80])
+        self.result[name] = figures
+        self.rows.append(row)
+
+    def outcome(self) -> tuple[dict[str, Any], list[Row]]:
+        """The scenario's figures (with its ``failures``, empty if none) and its rows."""
+        self.result["failures"] = self.failures
+        return self.result, self.rows
