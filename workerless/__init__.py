@@ -13,21 +13,24 @@ from ._errors import (
     WorkerlessError,
 )
 from ._events import (
-    CacherStatistics,
     Event,
     Failed,
     Hit,
     Miss,
+    Pending,
     Refreshed,
     Rejected,
     Stale,
     Stored,
+    StoreDown,
+    StoreUp,
 )
 from ._flight import Fetched
 from ._fragment import FragmentRoute, Workerless
 from ._memory import MemoryStore
 from ._redis import RedisStore
 from ._response import CachedResponse
+from ._stats import CacherStatistics, Durations, RouteStatistics
 from ._store import Entry, Lease, Notice, Store, Watch
 
 __version__ = "0.1.0"
@@ -39,6 +42,7 @@ __all__ = [
     "Codec",
     "ComputationFailed",
     "ConfigurationError",
+    "Durations",
     "Entry",
     "Event",
     "Failed",
@@ -51,15 +55,19 @@ __all__ = [
     "Miss",
     "Notice",
     "Overloaded",
+    "Pending",
     "RedisStore",
     "Refreshed",
     "Rejected",
+    "RouteStatistics",
     "Settings",
     "Stale",
     "StillComputing",
     "Store",
+    "StoreDown",
     "StoreError",
     "StoreUnavailable",
+    "StoreUp",
     "Stored",
     "Watch",
     "Workerless",

@@ -21,6 +21,8 @@ from hypercorn.typing import (
 from quart import Quart
 from quart_trio import QuartTrio
 
+from ._log import fields
+
 __all__ = ["WRONG_WORKER", "RequireTrio", "check_app", "stop_hypercorn_worker"]
 
 logger = logging.getLogger("workerless")
@@ -72,7 +74,7 @@ class RequireTrio:
             return
         if not self._logged:
             self._logged = True
-            logger.critical(WRONG_WORKER)
+            logger.critical(WRONG_WORKER, extra=fields())
         if scope["type"] == "http":
             body = (WRONG_WORKER + "\n").encode()
             headers = [
@@ -97,7 +99,7 @@ def stop_hypercorn_worker(message: str) -> None:
     (hypercorn's master then exits too, with status 0).  Elsewhere (in-process serving,
     tests) this only logs, and the caller fails start-up the ordinary way.
     """
-    logger.critical(message)
+    logger.critical(message, extra=fields())
     if not _in_hypercorn_worker():
         return
     for handler in [*logging.getLogger().handlers, *logger.handlers]:

@@ -29,6 +29,7 @@ from ._errors import ComputationFailed, Overloaded, StillComputing, WorkerlessEr
 from ._events import Event, EventName
 from ._http import app_url
 from ._keys import _SAFE_PATH, bound_key, canonical_url
+from ._log import fields
 from ._response import (
     CachedResponse,
     header,
@@ -205,6 +206,7 @@ class Workerless:
                 stale=stale,
                 stale_if_error=stale_if_error,
                 browser_ttl=browser_ttl,
+                rule=rule,
             )
             name = endpoint or view.__name__
             app.add_url_rule(rule, name, route.handle, methods=["GET", "HEAD"], **options)
@@ -309,7 +311,7 @@ class Workerless:
         self._stop = trio.Event()
         self._stopped = trio.Event()
         await self.app.nursery.start(self._serve)
-        logger.info("workerless serving with %r", cacher.store)
+        logger.info("workerless serving with %r", cacher.store, extra=fields())
 
     async def _serve(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -342,7 +344,7 @@ class Workerless:
             return
         while not event.is_set():  # noqa: ASYNC110 - a process-shared flag: polling is the only way
             await trio.sleep(0.1)
-        logger.info("server shutting down: answering waiting requests 202")
+        logger.info("server shutting down: answering waiting requests 202", extra=fields())
         self.cacher.drain()
 
 
@@ -381,8 +383,10 @@ class FragmentRoute:
         stale: float | None = None,
         stale_if_error: float | None = None,
         browser_ttl: float | None = None,
+        rule: str = "",
     ) -> None:
         self.workerless = workerless
+        self.rule = rule  # the route's rule: the label of its events, figures and log lines
         self.view = view
         self.ttl = ttl
         self.deadline = deadline
@@ -463,6 +467,7 @@ class FragmentRoute:
                 shareable=self._shareable_for(varied),
                 stale=self.stale,
                 stale_if_error=self.stale_if_error,
+                route=self.rule,
             )
         except StillComputing as exc:
             response = pending(exc, settings)

@@ -21,6 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ._errors import ConfigurationError, StoreError
+from ._log import fields
 from ._near import NearCache
 from ._redis_channel import NoticeListener, encode_invalidation, encode_notice
 from ._redis_errors import RedisErrors
@@ -292,6 +293,7 @@ class RedisStore(Store):
                 self.url,
                 self.invalidation_wait,
                 ", ".join(silent) or "processes never heard from",
+                extra=fields(key),
             )
 
     def _on_ack(self, id: str, origin: str) -> None:
@@ -315,7 +317,9 @@ class RedisStore(Store):
         status, holder, pttl = await self._call(self._acquire, keys, args)
         holder = holder.decode("ascii", "replace") if isinstance(holder, bytes) else str(holder)
         if status == 2:
-            logger.warning("broke the foreign lease %r on %r in %s", holder, key, self.url)
+            logger.warning(
+                "broke the foreign lease %r on %r in %s", holder, key, self.url, extra=fields(key)
+            )
             holder = token
         return Lease(status != 0, holder, int(pttl) / 1000)
 
@@ -408,7 +412,13 @@ class RedisStore(Store):
             return int(text)
         repaired = self._repair_value()
         self._client.set(self._epoch_key, repaired)
-        logger.warning("repaired the corrupt epoch %.40r in %s (now %d)", text, self.url, repaired)
+        logger.warning(
+            "repaired the corrupt epoch %.40r in %s (now %d)",
+            text,
+            self.url,
+            repaired,
+            extra=fields(),
+        )
         return repaired
 
     def _repair_value(self) -> int:
@@ -483,7 +493,7 @@ class RedisStore(Store):
         if len(self._warned) > 1000:
             self._warned.clear()
         self._warned[key] = now
-        logger.warning("%r in %s: %s", key, self.url, problem)
+        logger.warning("%r in %s: %s", key, self.url, problem, extra=fields(key))
 
     def _error(self, what: str, exc: BaseException) -> StoreError:
         return self._errors.error(what, exc)
