@@ -40,6 +40,8 @@ class Settings:
     stale_if_error: float = 0.0
     early_refresh: float = 1.0
     browser_ttl: float = 0.0
+    metrics_path: str = ""  # "" (the default): no metrics endpoint
+    stats_path: str = ""  # "" (the default): no JSON statistics endpoint
 
     @classmethod
     def resolve(cls, keywords: Mapping[str, Any], environ: Mapping[str, str] | None) -> Settings:
@@ -52,6 +54,9 @@ class Settings:
                 values[name] = check_keyword(name, keywords[name], f"{name}=")
             elif variable in env:
                 values[name] = _convert(name, field.default, env[variable], variable)
+        paths = [values[name] for name in ("metrics_path", "stats_path") if name in values]
+        if len(paths) == 2 and paths[0] == paths[1]:
+            raise ConfigurationError(f"metrics_path and stats_path are both {paths[0]!r}")
         return cls(**values)
 
 
@@ -77,6 +82,8 @@ def _convert(name: str, default: Any, value: Any, source: str) -> Any:
             return value
         if not isinstance(value, str) or not value:
             raise ConfigurationError(f"{source} must be a non-empty string, not {value!r}")
+        if name.endswith("_path") and not (value.startswith("/") and value.isprintable()):
+            raise ConfigurationError(f"{source} must be a path starting with /, not {value!r}")
         return value
     kind = type(default)
     try:

@@ -25,11 +25,18 @@ from ._checks import RequireTrio, check_app, stop_hypercorn_worker
 from ._clients import adapt_for_client
 from ._codecs import ResponseCodec
 from ._config import Settings, check_keyword, store_from_url
-from ._errors import ComputationFailed, Overloaded, StillComputing, WorkerlessError
+from ._errors import (
+    ComputationFailed,
+    ConfigurationError,
+    Overloaded,
+    StillComputing,
+    WorkerlessError,
+)
 from ._events import Event, EventName
 from ._http import app_url
 from ._keys import _SAFE_PATH, bound_key, canonical_url
 from ._log import fields
+from ._metrics import CacherCollector, metrics_body, require_prometheus, statistics_body
 from ._response import (
     CachedResponse,
     header,
@@ -78,6 +85,8 @@ class Workerless:
         stale_if_error: float | None = None,
         early_refresh: float | None = None,
         browser_ttl: float | None = None,
+        metrics_path: str | None = None,
+        stats_path: str | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self._keywords: dict[str, Any] = {
@@ -96,8 +105,12 @@ class Workerless:
             "stale_if_error": stale_if_error,
             "early_refresh": early_refresh,
             "browser_ttl": browser_ttl,
+            "metrics_path": metrics_path,
+            "stats_path": stats_path,
         }
         Settings.resolve(self._keywords, {})  # a bad keyword fails here, where it was written
+        if metrics_path is not None:
+            require_prometheus()
         self._environ = environ
         self.settings = Settings()
         self.cacher: Cacher[CachedResponse] = Cacher(codec=ResponseCodec())
@@ -107,6 +120,7 @@ class Workerless:
         self._stop = trio.Event()
         self._stopped = trio.Event()
         self._running = False
+        self._exposed: set[str] = set()  # paths of the figures' endpoints already routed
         if app is not None:
             self.init_app(app)
 
@@ -308,10 +322,35 @@ class Workerless:
         timeout = self.app.config.get("BACKGROUND_TASK_SHUTDOWN_TIMEOUT")
         if timeout is not None and timeout < settings.grace + 1:
             self.app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = settings.grace + 1
+        self._expose_figures(settings)
         self._stop = trio.Event()
         self._stopped = trio.Event()
         await self.app.nursery.start(self._serve)
         logger.info("workerless serving with %r", cacher.store, extra=fields())
+
+    def _expose_figures(self, settings: Settings) -> None:
+        """Route the metrics and statistics endpoints the settings ask for (once per path)."""
+        assert self.app is not None
+        if settings.metrics_path:
+            try:
+                require_prometheus()
+            except ImportError as exc:  # from the environment: stop start-up in one line
+                raise ConfigurationError(f"WORKERLESS_METRICS_PATH: {exc}") from None
+        for path, view in (
+            (settings.metrics_path, self._serve_metrics),
+            (settings.stats_path, self._serve_statistics),
+        ):
+            if path and path not in self._exposed:
+                self._exposed.add(path)
+                self.app.add_url_rule(path, f"workerless{path}", view, methods=["GET"])
+
+    async def _serve_metrics(self) -> Response:
+        body, content_type = metrics_body(CacherCollector(self.cacher))
+        return Response(body, content_type=content_type, headers=_FIGURES_HEADERS)
+
+    async def _serve_statistics(self) -> Response:
+        body = statistics_body(self.cacher.statistics())
+        return Response(body, content_type="application/json", headers=_FIGURES_HEADERS)
 
     async def _serve(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -346,6 +385,9 @@ class Workerless:
             await trio.sleep(0.1)
         logger.info("server shutting down: answering waiting requests 202", extra=fields())
         self.cacher.drain()
+
+
+_FIGURES_HEADERS = {"Cache-Control": "no-store"}
 
 
 def _is_success(status: int) -> bool:
