@@ -1,0 +1,111 @@
+"""Scenario 9: hit throughput with the metrics and statistics endpoints on, against off.
+
+Two bench servers on one store, one started with ``WORKERLESS_METRICS_PATH`` and
+``WORKERLESS_STATS_PATH``, one without; wrk on the same cached fragment of each, in turns
+(the order alternates each round), with the server's CPU time per request.  The "on" server
+is scraped after every round, as Prometheus would be, and its hit counter must have counted
+every request wrk made.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from . import wrk
+from .procs import AppServer, app_servers, process_cpu
+from .report import Row, ms, times
+from .scenarios import Outcome, Sizes
+
+__all__ = ["GOAL", "metrics_overhead"]
+
+GOAL = 0.97  # hit throughput with metrics on, as a fraction of off
+ON_ENV = {"WORKERLESS_METRICS_PATH": "/metrics", "WORKERLESS_STATS_PATH": "/workerless/stats"}
+
+
+def metrics_overhead(store: str, store_url: str, sizes: Sizes, log_dir: Path) -> Outcome:
+    with (
+        app_servers(1, store_url, log_dir, env=ON_ENV) as (on,),
+        app_servers(1, store_url, log_dir) as (off,),
+    ):
+        servers = {"on": on, "off": off}
+        for server in servers.values():
+            server.request("/fragment")
+            _, headers, _ = server.request("/fragment")
+            if not headers.get("cache-status", "").startswith("workerless; hit"):
+                raise RuntimeError(f"/fragment is not a hit: {headers}")
+        if sizes.wrk_rounds > 1:  # let both warm up before anything counts
+            for server in servers.values():
+                wrk.run(f"{server.url}/fragment", seconds=1, connections=sizes.wrk_connections)
+        hits_before = _hits(on)
+        runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+        for round_ in range(sizes.wrk_rounds):
+            for name in ("on", "off") if round_ % 2 == 0 else ("off", "on"):
+                server = servers[name]
+                cpu = process_cpu(server.pid)
+                run = wrk.run(
+                    f"{server.url}/fragment",
+                    seconds=sizes.wrk_seconds,
+                    connections=sizes.wrk_connections,
+                ).as_dict()
+                run["cpu"] = process_cpu(server.pid) - cpu
+                runs[name].append(run)
+            on.request("/metrics")  # a scrape per round, as Prometheus would
+        counted = int(_hits(on) - hits_before)
+    figures = {
+        name: {
+            "rate": statistics.median(r["rate"] for r in results),
+            "p99": statistics.median(r["p99"] for r in results),
+            "cpu_per_request": sum(r["cpu"] for r in results)
+            / sum(r["requests"] for r in results),
+            "requests": sum(r["requests"] for r in results),
+            "errors": sum(r["non_2xx"] + r["socket_errors"] for r in results),
+        }
+        for name, results in runs.items()
+    }
+    paired = list(zip(runs["on"], runs["off"], strict=True))
+    ratio = statistics.median(a["rate"] / b["rate"] for a, b in paired)
+    cpu_ratio = figures["on"]["cpu_per_request"] / figures["off"]["cpu_per_request"]
+    result = {
+        "goal_rate_ratio": GOAL,
+        "rounds": sizes.wrk_rounds,
+        "on": figures["on"],
+        "off": figures["off"],
+        "rate_ratio": ratio,
+        "cpu_ratio": cpu_ratio,
+        # wrk counts completed requests only; cut ones may still reach the server.
+        "hits_counted": counted,
+        "runs": runs,
+    }
+
+    def cell(f: dict[str, Any]) -> str:
+        text = (
+            f"{f['rate']:,.0f} req/s, p99 {ms(f['p99'])}; {ms(f['cpu_per_request'])} CPU/request"
+        )
+        return text + (f"; {f['errors']} errors" if f["errors"] else "")
+
+    row = Row(
+        "9",
+        f"Hit throughput, metrics on vs off: a cached fragment, wrk with "
+        f"{sizes.wrk_connections} connections, {sizes.wrk_rounds} round(s) taking turns, "
+        "/metrics scraped after each",
+        store,
+        "metrics and statistics on: " + cell(figures["on"]),
+        "off: " + cell(figures["off"]),
+        f"throughput {times(ratio)} (goal ≥ {GOAL:.2f}×); {times(cpu_ratio)} the CPU per "
+        f"request; {counted:,} hits counted, {figures['on']['requests']:,} completed by wrk",
+    )
+    return result, [row]
+
+
+def _hits(server: AppServer) -> float:
+    """The server's ``workerless_hits_total`` of the /fragment route, as Prometheus reads it."""
+    _, _, body = server.request("/metrics")
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == "workerless_hits_total" and sample.labels["route"] == "/fragment":
+                return sample.value
+    raise RuntimeError("no workerless_hits_total{route=/fragment} in /metrics")
