@@ -15,10 +15,9 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from . import wrk
-from .procs import AppServer, app_servers, process_cpu
+from .procs import AppServer, app_servers
 from .report import Row, ms, times
-from .scenarios import Outcome, Sizes
+from .scenarios import Outcome, Sizes, take_turns
 
 __all__ = ["GOAL", "metrics_overhead"]
 
@@ -37,35 +36,10 @@ def metrics_overhead(store: str, store_url: str, sizes: Sizes, log_dir: Path) ->
             _, headers, _ = server.request("/fragment")
             if not headers.get("cache-status", "").startswith("workerless; hit"):
                 raise RuntimeError(f"/fragment is not a hit: {headers}")
-        if sizes.wrk_rounds > 1:  # let both warm up before anything counts
-            for server in servers.values():
-                wrk.run(f"{server.url}/fragment", seconds=1, connections=sizes.wrk_connections)
-        hits_before = _hits(on)
-        runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
-        for round_ in range(sizes.wrk_rounds):
-            for name in ("on", "off") if round_ % 2 == 0 else ("off", "on"):
-                server = servers[name]
-                cpu = process_cpu(server.pid)
-                run = wrk.run(
-                    f"{server.url}/fragment",
-                    seconds=sizes.wrk_seconds,
-                    connections=sizes.wrk_connections,
-                ).as_dict()
-                run["cpu"] = process_cpu(server.pid) - cpu
-                runs[name].append(run)
-            on.request("/metrics")  # a scrape per round, as Prometheus would
-        counted = int(_hits(on) - hits_before)
-    figures = {
-        name: {
-            "rate": statistics.median(r["rate"] for r in results),
-            "p99": statistics.median(r["p99"] for r in results),
-            "cpu_per_request": sum(r["cpu"] for r in results)
-            / sum(r["requests"] for r in results),
-            "requests": sum(r["requests"] for r in results),
-            "errors": sum(r["non_2xx"] + r["socket_errors"] for r in results),
-        }
-        for name, results in runs.items()
-    }
+        targets = {"on": (on, "/fragment"), "off": (off, "/fragment")}
+        scraped: list[float] = []  # the hit counter, before the rounds and after each
+        runs, figures = take_turns(targets, sizes, scrape=lambda: scraped.append(_hits(on)))
+        counted = int(scraped[-1] - scraped[0])
     paired = list(zip(runs["on"], runs["off"], strict=True))
     ratio = statistics.median(a["rate"] / b["rate"] for a, b in paired)
     cpu_ratio = figures["on"]["cpu_per_request"] / figures["off"]["cpu_per_request"]
