@@ -115,8 +115,9 @@ class Pending(Event):
 class StoreDown(Event):
     """The store stopped answering: caching pauses, every miss computes in its own process.
 
-    ``key`` and ``route`` are those of the call that found it down (``""`` for background
-    work such as lease renewal); ``reason`` is the store's error.  Emitted once per outage.
+    ``key`` is that of the call that found it down (``""`` for lease renewal), ``route`` that
+    of the request whose store read it was (``""`` for a computation's own store calls);
+    ``reason`` is the store's error.  Emitted once per outage.
     """
 
     reason: str = ""
