@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from .procs import AppServer, app_servers
-from .report import Row, ms, times
-from .scenarios import Outcome, Sizes, take_turns
+from .report import Row, times
+from .scenarios import Outcome, Sizes, take_turns, wrk_cell
 
 __all__ = ["GOAL", "metrics_overhead"]
 
@@ -55,20 +54,14 @@ def metrics_overhead(store: str, store_url: str, sizes: Sizes, log_dir: Path) ->
         "runs": runs,
     }
 
-    def cell(f: dict[str, Any]) -> str:
-        text = (
-            f"{f['rate']:,.0f} req/s, p99 {ms(f['p99'])}; {ms(f['cpu_per_request'])} CPU/request"
-        )
-        return text + (f"; {f['errors']} errors" if f["errors"] else "")
-
     row = Row(
         "9",
         f"Hit throughput, metrics on vs off: a cached fragment, wrk with "
         f"{sizes.wrk_connections} connections, {sizes.wrk_rounds} round(s) taking turns, "
         "/metrics scraped after each",
         store,
-        "metrics and statistics on: " + cell(figures["on"]),
-        "off: " + cell(figures["off"]),
+        "metrics and statistics on: " + wrk_cell(figures["on"]),
+        "off: " + wrk_cell(figures["off"]),
         f"throughput {times(ratio)} (goal ≥ {GOAL:.2f}×); {times(cpu_ratio)} the CPU per "
         f"request; {counted:,} hits counted, {figures['on']['requests']:,} completed by wrk",
     )

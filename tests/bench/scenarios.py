@@ -30,6 +30,7 @@ __all__ = [
     "take_turns",
     "time_to_fragment",
     "wakeup",
+    "wrk_cell",
 ]
 
 Outcome = tuple[dict[str, Any], list[Row]]
@@ -164,23 +165,14 @@ def hit_overhead(
         "runs": runs,
     }
 
-    def cell(f: dict[str, Any]) -> str:
-        text = (
-            f"{f['rate']:,.0f} req/s, p50 {ms(f['p50'])}, p99 {ms(f['p99'])}; "
-            f"{ms(f['cpu_per_request'])} CPU/request"
-        )
-        if f["redis_cpu_per_request"] >= 0.00005:
-            text += f" + {ms(f['redis_cpu_per_request'])} in redis-server"
-        return text + (f"; {f['errors']} errors" if f["errors"] else "")
-
     row = Row(
         "1",
         f"Hit overhead: a cached fragment ({len(bare)} B), wrk with "
         f"{sizes.wrk_connections} connections, "
         + (f"{sizes.wrk_rounds} rounds taking turns" if sizes.wrk_rounds > 1 else "1 round"),
         store,
-        cell(fragment),
-        "bare route, same bytes: " + cell(plain),
+        wrk_cell(fragment),
+        "bare route, same bytes: " + wrk_cell(plain),
         f"throughput {times(ratio['rate'])} the bare route's (goal ≥ "
         f"{HIT_GOAL[store]:.2f}×); {times(ratio['cpu_per_request'])} the CPU per request; "
         f"p50 {times(ratio['p50'])}, p99 {times(ratio['p99'])}",
@@ -234,6 +226,17 @@ def take_turns(
             "errors": sum(r["non_2xx"] + r["socket_errors"] for r in results),
         }
     return runs, figures
+
+
+def wrk_cell(f: dict[str, Any]) -> str:
+    """One target's figures from `take_turns`, as a table cell."""
+    text = (
+        f"{f['rate']:,.0f} req/s, p50 {ms(f['p50'])}, p99 {ms(f['p99'])}; "
+        f"{ms(f['cpu_per_request'])} CPU/request"
+    )
+    if f["redis_cpu_per_request"] >= 0.00005:
+        text += f" + {ms(f['redis_cpu_per_request'])} in redis-server"
+    return text + (f"; {f['errors']} errors" if f["errors"] else "")
 
 
 # -- 2. stampede -------------------------------------------------------------------------
