@@ -28,11 +28,13 @@ from workerless import (
     StoreUnavailable,
     store_from_url,
 )
+from workerless._redis_keys import KeyLayout
 from workerless.testing import running_store
 
 pytestmark = pytest.mark.redis
 
 LISTENER_THREAD = "workerless-redis-notices"
+KEYS = KeyLayout("workerless:")  # the default prefix's key names, for planting data
 
 
 @pytest.fixture
@@ -72,32 +74,34 @@ async def test_delete_prefix_touches_only_this_stores_values(redis_url: str) -> 
         ):
             client = redis_py.Redis.from_url(redis_url)
             # More than one SCAN page and one UNLINK batch.
-            client.mset({f"app[1]*:v:/k{n}": b"v" for n in range(1200)})
+            client.mset({store.keys.value(f"/k{n}"): b"v" for n in range(1200)})
             await neighbour.set("/k1", b"v", 30)
             assert (await store.acquire_lease("/k1", token(), 30)).acquired
             assert await store.delete_prefix("") == 1200
             assert await neighbour.get("/k1") is not None
             assert not (await store.acquire_lease("/k1", token(), 30)).acquired
-            assert sorted(client.keys("*")) == [
-                b"app1X:v:/k1",
-                b"app[1]*:epoch",
-                b"app[1]*:lease:/k1",
-            ]
+            expected = {neighbour.keys.value("/k1"), store.keys.lease("/k1"), *store.keys.epochs}
+            assert {name.decode() for name in client.keys("*")} == expected
 
 
-async def test_set_with_an_epoch_refuses_after_any_invalidation(redis_url: str) -> None:
-    """set(epoch=e) stores only if no delete or delete_prefix (in any process) came after e."""
+async def test_set_with_an_epoch_refuses_after_an_invalidation_elsewhere(redis_url: str) -> None:
+    """set(key, epoch=e) stores only if no delete of the key's bucket or delete_prefix, in
+    any process, came after e; a delete in another bucket leaves it alone."""
     with trio.fail_after(5):
         async with running(RedisStore(redis_url)) as one, running(RedisStore(redis_url)) as two:
-            epoch = await one.epoch()
-            assert await one.set("/a", b"v", 30, epoch=epoch)
-            await two.delete("/elsewhere")
-            assert await one.epoch() == epoch + 1
+            bucket = one.keys.bucket("/b")
+            same = next(k for k in (f"/s{n}" for n in range(10**5)) if one.keys.bucket(k) == bucket)
+            other = next(k for k in (f"/o{n}" for n in range(9)) if one.keys.bucket(k) != bucket)
+            epoch = await one.epoch("/b")
+            await two.delete(other)
+            assert await one.epoch("/b") == epoch
+            await two.delete(same)
+            assert await one.epoch("/b") == epoch + 1
             assert not await one.set("/b", b"v", 30, epoch=epoch)
             assert await two.get("/b") is None
             await two.delete_prefix("/x")
             assert not await one.set("/b", b"v", 30, epoch=epoch + 1)
-            assert await one.set("/b", b"v", 30, epoch=await one.epoch())
+            assert await one.set("/b", b"v", 30, epoch=await one.epoch("/b"))
 
 
 # -- the near cache -----------------------------------------------------------------------
@@ -109,7 +113,7 @@ async def test_near_cache_serves_recent_hits_without_redis_for_near_ttl(redis_ur
     with trio.fail_after(5):
         async with running(RedisStore(redis_url, near_ttl=0.3)) as store:
             await store.set("/near", b"v", 30)
-            raw.delete("workerless:v:/near")  # behind the store's back: no announcement
+            raw.delete(KEYS.value("/near"))  # behind the store's back: no announcement
             entry = await store.get("/near")
             assert entry is not None and entry.value == b"v"
             assert entry.ttl is not None and 29 < entry.ttl <= 30  # Redis's ttl, not near_ttl
@@ -123,7 +127,7 @@ async def test_near_cache_off_reads_redis_every_time(redis_url: str) -> None:
     with trio.fail_after(5):
         async with running(RedisStore(redis_url, near_ttl=0)) as store:
             await store.set("/far", b"v", 30)
-            raw.delete("workerless:v:/far")
+            raw.delete(KEYS.value("/far"))
             assert await store.get("/far") is None
 
 
@@ -447,11 +451,11 @@ async def test_a_value_of_the_wrong_type_is_that_keys_miss_only(redis_url: str) 
     with trio.fail_after(5):
         async with running(RedisStore(redis_url, near_ttl=0)) as store:
             await store.set("/good", b"v", 30)
-            raw.rpush("workerless:v:/bad", "a")
+            raw.rpush(KEYS.value("/bad"), "a")
             for _ in range(3):
                 assert await store.get("/bad") is None
                 assert await store.get("/good") is not None
-            assert await store.set("/bad", b"healed", 30, epoch=await store.epoch())
+            assert await store.set("/bad", b"healed", 30, epoch=await store.epoch("/bad"))
             entry = await store.get("/bad")
             assert entry is not None and entry.value == b"healed"
 
@@ -459,7 +463,7 @@ async def test_a_value_of_the_wrong_type_is_that_keys_miss_only(redis_url: str) 
 async def test_a_huge_planted_value_is_never_transferred(redis_url: str) -> None:
     """A 64 MB value planted under a key reads as a miss without crossing the network."""
     raw = redis_py.Redis.from_url(redis_url)
-    raw.setrange("workerless:v:/huge", 64 * 1024 * 1024 - 1, b"x")  # built inside Redis
+    raw.setrange(KEYS.value("/huge"), 64 * 1024 * 1024 - 1, b"x")  # built inside Redis
 
     def sent() -> int:
         return int(raw.info("stats")["total_net_output_bytes"])
@@ -469,7 +473,7 @@ async def test_a_huge_planted_value_is_never_transferred(redis_url: str) -> None
             before = sent()
             assert await store.get("/huge") is None
             assert sent() - before < 1024 * 1024
-    raw.delete("workerless:v:/huge")
+    raw.delete(KEYS.value("/huge"))
 
 
 @pytest.mark.parametrize("plant", ["string", "list"])
@@ -479,21 +483,20 @@ async def test_a_corrupt_epoch_is_repaired_by_the_next_reader(redis_url: str, pl
     raw = redis_py.Redis.from_url(redis_url)
     with trio.fail_after(5):
         async with running(RedisStore(redis_url)) as store:
+            epoch = store.keys.epoch("/a")
             for _ in range(2):
                 if plant == "string":
-                    raw.set("workerless:epoch", "x")
+                    raw.set(epoch, "x")
                 else:
-                    raw.delete("workerless:epoch")
-                    raw.rpush("workerless:epoch", "a")
+                    raw.delete(epoch)
+                    raw.rpush(epoch, "a")
                 assert not await store.set("/a", b"v", 30, epoch=0)
-                repaired = await store.epoch()
-                assert (
-                    repaired > 1_000_000 and raw.get("workerless:epoch") == str(repaired).encode()
-                )
+                repaired = await store.epoch("/a")
+                assert repaired > 1_000_000 and raw.get(epoch) == str(repaired).encode()
                 assert await store.set("/a", b"v", 30, epoch=repaired)
-            raw.set("workerless:epoch", "x")
+            raw.set(epoch, "x")
             assert await store.delete("/a")
-            assert await store.epoch() > repaired
+            assert await store.epoch("/a") > repaired
 
 
 async def test_a_planted_notice_is_delivered_with_its_own_token(redis_url: str) -> None:
@@ -535,7 +538,7 @@ async def test_a_least_privileged_acl_user_can_run_the_store(own_redis: RedisSer
             mine = token()
             assert (await store.acquire_lease("/k", mine, 30)).acquired
             assert await store.renew_leases({"/k": mine}, 30) == frozenset()
-            assert await store.set("/k", b"v", 30, epoch=await store.epoch())
+            assert await store.set("/k", b"v", 30, epoch=await store.epoch("/k"))
             assert (await peer.get("/k")) is not None
             with peer.watch("/k") as watch:
                 await store.release_lease("/k", mine)

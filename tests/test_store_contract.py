@@ -39,7 +39,7 @@ class DictStore(Store):
         self.values[key] = (value, trio.current_time() + ttl)
         return True
 
-    async def epoch(self) -> int:
+    async def epoch(self, key: str) -> int:
         return self.counter
 
     async def delete(self, key: str) -> bool:
@@ -140,7 +140,7 @@ class TestRedisStore(StoreContract):
     async def plant(self, store: Store, what: Plant, key: str) -> None:
         assert isinstance(store, RedisStore)
         raw = redis_py.Redis.from_url(self.raw_url)
-        lease, value = f"{store.prefix}lease:{key}", f"{store.prefix}v:{key}"
+        lease, value = store.keys.lease(key), store.keys.value(key)
         with raw:
             if what == "foreign lease":
                 raw.set(lease, "x", px=3_600_000)
@@ -153,4 +153,4 @@ class TestRedisStore(StoreContract):
             elif what == "oversized value":
                 raw.set(value, b"x" * (store.max_value_bytes + 1), px=30_000)
             else:
-                raw.set(f"{store.prefix}epoch", "x")
+                raw.set(store.keys.epoch(key), "x")
