@@ -407,7 +407,8 @@ class RedisStore(Store):
         for attempt in (1, 2):
             pipe = self._client.pipeline(transaction=False)
             for call in calls:
-                pipe.evalsha(script.sha, *call)
+                # Not pipe.evalsha: a cluster pipeline refuses that method, not the command.
+                pipe.execute_command("EVALSHA", script.sha, *call)
             try:
                 return cast(list[Any], pipe.execute())
             except redis.exceptions.NoScriptError:

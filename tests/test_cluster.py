@@ -1,0 +1,159 @@
+"""RedisStore on a real 3-master Redis Cluster started by these tests: the whole store
+contract, and two servers sharing the cluster."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
+
+import httpx
+import pytest
+import redis as redis_py
+import trio
+from redis.cluster import ClusterNode, RedisCluster
+from servers import Hypercorn, RedisServer, redis_cluster
+from servers import RedisCluster as Cluster
+from test_fleet import client, computation, computations, start_servers, unique
+from test_store_contract import plant_in_redis
+
+from workerless import RedisStore, Store
+from workerless.testing import Plant, StoreContract, running_store
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Three masters joined by redis-cli --cluster create, for this module."""
+    with redis_cluster(tmp_path_factory.mktemp("cluster")) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def raw(cluster: Cluster) -> Iterator[RedisCluster]:
+    """A plain redis-py cluster client, to look behind the store's back."""
+    nodes = [ClusterNode("127.0.0.1", port) for port in cluster.ports]  # type: ignore[no-untyped-call]
+    with RedisCluster(startup_nodes=nodes, socket_timeout=5) as client:
+        yield client
+
+
+class TestClusterStore(StoreContract):
+    @pytest.fixture
+    def url(self, cluster: Cluster, raw: RedisCluster) -> str:
+        raw.flushdb(target_nodes=RedisCluster.PRIMARIES)
+        return cluster.url
+
+    @pytest.fixture
+    async def store(self, url: str) -> AsyncIterator[Store]:
+        async with running_store(RedisStore(url, max_value_bytes=64 * 1024)) as store:
+            yield store
+
+    @pytest.fixture
+    async def peer(self, url: str) -> AsyncIterator[Store | None]:
+        async with running_store(RedisStore(url, near_ttl=60)) as store:
+            yield store
+
+    @pytest.fixture(autouse=True)
+    def _raw(self, raw: RedisCluster) -> None:
+        self.raw = raw
+
+    async def plant(self, store: Store, what: Plant, key: str) -> None:
+        assert isinstance(store, RedisStore)
+        plant_in_redis(self.raw, store, what, key)
+
+
+# -- two servers on the cluster -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def servers(
+    cluster: Cluster, redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[Hypercorn]]:
+    """Two hypercorn servers on the cluster; computations take 1 s and are counted in the
+    session Redis; leases last 30 s, so only a pushed notice can wake the other server."""
+    with ExitStack() as stack:
+        yield start_servers(
+            stack,
+            tmp_path_factory.mktemp("cluster-servers"),
+            [1, 1],
+            store_url=cluster.url,
+            counter_url=redis.url,
+            WORKERLESS_LEASE="30",
+            WORKERLESS_NEAR_TTL="60",
+        )
+
+
+def nodes_holding(raw: RedisCluster, pattern: str) -> int:
+    """How many masters hold a key matching ``pattern``."""
+    nodes = [raw.get_redis_connection(node) for node in raw.get_primaries()]
+    return sum(any(node.scan_iter(match=pattern, count=1000)) for node in nodes)
+
+
+async def get_all(
+    http: httpx.AsyncClient, server: Hypercorn, names: list[str]
+) -> list[httpx.Response]:
+    """GET every fragment of ``names`` from ``server`` at once."""
+    answers: dict[str, httpx.Response] = {}
+
+    async def get(name: str) -> None:
+        answers[name] = await http.get(f"{server.url}/fragment/{name}")
+
+    async with trio.open_nursery() as nursery:
+        for name in names:
+            nursery.start_soon(get, name)
+    return [answers[name] for name in names]
+
+
+async def test_one_computation_per_key_across_servers_woken_by_notices(
+    servers: list[Hypercorn], redis: RedisServer
+) -> None:
+    """60 concurrent requests for one cold key over two servers on the cluster: one
+    computation, the same 200 body for all, every waiter woken long before the 30 s lease."""
+    name = unique("cluster-cold")
+    counter = redis_py.Redis.from_url(redis.url)
+    responses: list[httpx.Response] = []
+
+    async def get(http: httpx.AsyncClient, server: int) -> None:
+        responses.append(await http.get(f"{servers[server].url}/fragment/{name}"))
+
+    with trio.fail_after(60):
+        started = trio.current_time()
+        async with client() as http, trio.open_nursery() as nursery:
+            for n in range(60):
+                nursery.start_soon(get, http, n % 2)
+        elapsed = trio.current_time() - started
+    assert [r.status_code for r in responses] == [200] * 60
+    assert len({r.content for r in responses}) == 1
+    assert computations(counter, name) == 1
+    assert elapsed < 15  # a waiter left to its lease would take 30 s
+
+
+async def test_invalidation_by_url_and_prefix_reaches_every_node_and_server(
+    servers: list[Hypercorn], redis: RedisServer, raw: RedisCluster
+) -> None:
+    """Fragments spread over several masters, near-cached on server B: invalidate(url) and
+    invalidate_prefix on server A make B compute each again at once."""
+    group = unique("cluster-inv")
+    names = [f"{group}-{n}" for n in range(8)]
+    counter = redis_py.Redis.from_url(redis.url)
+    with trio.fail_after(60):
+        async with client() as http:
+            await get_all(http, servers[1], names)
+            for answer in await get_all(http, servers[1], names):
+                assert "hit" in answer.headers["Cache-Status"]
+            assert nodes_holding(raw, f"workerless:*v:*{group}*") >= 2
+
+            path = f"/fragment/{names[0]}"
+            dropped = await http.post(f"{servers[0].url}/admin/invalidate", params={"url": path})
+            assert dropped.json() == {"removed": True}
+            again = await http.get(servers[1].url + path)
+            assert "fwd=miss" in again.headers["Cache-Status"] and computation(again) == 2
+
+            prefix = f"/fragment/{group}-"
+            dropped = await http.post(
+                f"{servers[0].url}/admin/invalidate", params={"prefix": prefix}
+            )
+            assert dropped.json() == {"removed": len(names)}
+            for answer in await get_all(http, servers[1], names):
+                assert "fwd=miss" in answer.headers["Cache-Status"]
+    assert [computations(counter, name) for name in names] == [3] + [2] * (len(names) - 1)
