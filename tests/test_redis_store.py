@@ -5,7 +5,6 @@ test_store_contract.py."""
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 import subprocess
 import threading
@@ -514,72 +513,7 @@ async def test_a_planted_notice_is_delivered_with_its_own_token(redis_url: str) 
     assert notice == Notice("/k", "failed", "fake", token=fake)
 
 
-# -- refusals: ACL and Redis Cluster ------------------------------------------------------
-
-# Every permission RedisStore needs, as tested here (README: the least-privilege ACL rule).
-ACL_RULE = (
-    "resetkeys ~workerless:* resetchannels &workerless:* -@all +ping +get +set +del +unlink "
-    "+incr +pexpire +pttl +strlen +publish +subscribe +unsubscribe +scan +evalsha "
-    "+script|load +client|setname"
-)
-
-
-def acl_url(server: RedisServer, user: str, rule: str) -> str:
-    admin = redis_py.Redis.from_url(server.url)
-    admin.execute_command("ACL", "SETUSER", user, "reset", "on", ">pw", *rule.split())
-    return f"redis://{user}:pw@127.0.0.1:{server.port}/0"
-
-
-async def test_a_least_privileged_acl_user_can_run_the_store(own_redis: RedisServer) -> None:
-    """A user with exactly ACL_RULE passes the start-up check and runs every operation."""
-    url = acl_url(own_redis, "wl", ACL_RULE)
-    with trio.fail_after(10):
-        async with running(RedisStore(url)) as store, running(RedisStore(url)) as peer:
-            mine = token()
-            assert (await store.acquire_lease("/k", mine, 30)).acquired
-            assert await store.renew_leases({"/k": mine}, 30) == frozenset()
-            assert await store.set("/k", b"v", 30, epoch=await store.epoch("/k"))
-            assert (await peer.get("/k")) is not None
-            with peer.watch("/k") as watch:
-                await store.release_lease("/k", mine)
-                await store.publish(Notice("/k", "stored", token=mine))
-                assert (await watch.wait()).token == mine
-            assert await store.delete("/k")
-            assert await store.delete_prefix("/") == 0
-
-
-@pytest.mark.parametrize("missing", ["+evalsha", "+strlen", "+script|load", "+subscribe"])
-async def test_start_up_names_a_missing_acl_permission(
-    own_redis: RedisServer, missing: str
-) -> None:
-    """open() fails with StoreError (not an outage) naming the command the user lacks."""
-    url = acl_url(own_redis, "narrow", ACL_RULE.replace(f" {missing}", ""))
-    with trio.fail_after(10), pytest.raises(StoreError) as info:
-        await RedisStore(url).open()
-    assert not isinstance(info.value, StoreUnavailable)
-    assert f"lacks permission for '{missing[1:]}'" in str(info.value)
-    assert "'narrow'" in str(info.value) and "pw@" not in str(info.value)
-
-
-async def test_start_up_names_missing_key_and_channel_patterns(own_redis: RedisServer) -> None:
-    """A user whose key or channel pattern misses the prefix is told which pattern to add."""
-    for pattern in ("~workerless:*", "&workerless:*"):
-        rule = ACL_RULE.replace(f" {pattern}", f" {pattern[0]}other:*")
-        with trio.fail_after(10), pytest.raises(StoreError, match=re.escape(f"add {pattern}")):
-            await RedisStore(acl_url(own_redis, "narrow", rule)).open()
-
-
-async def test_a_permission_revoked_later_is_a_refusal_not_an_outage(
-    own_redis: RedisServer,
-) -> None:
-    """A NOPERM answer while running raises StoreError, not StoreUnavailable."""
-    url = acl_url(own_redis, "wl", ACL_RULE)
-    with trio.fail_after(10):
-        async with running(RedisStore(url, near_ttl=0)) as store:
-            acl_url(own_redis, "wl", ACL_RULE.replace(" +evalsha", ""))
-            with pytest.raises(StoreError, match="evalsha") as info:
-                await store.get("/k")
-            assert not isinstance(info.value, StoreUnavailable)
+# -- refusals: Redis Cluster on a plain URL ---------------------------------------------
 
 
 @pytest.fixture
@@ -604,9 +538,3 @@ async def test_redis_cluster_is_refused_at_start_up(cluster_node_url: str) -> No
     """A Redis Cluster node fails open() with a StoreError saying Cluster is not supported."""
     with trio.fail_after(10), pytest.raises(StoreError, match="Redis Cluster is not supported"):
         await RedisStore(cluster_node_url).open()
-
-
-def test_readme_shows_the_tested_acl_rule() -> None:
-    """The README's least-privilege ACL line is exactly the rule these tests grant."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert f"ACL SETUSER workerless on >secret {ACL_RULE}\n" in readme
