@@ -3,8 +3,10 @@ contract, and two servers sharing the cluster."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,10 +15,11 @@ import trio
 from redis.cluster import ClusterNode, RedisCluster
 from servers import Hypercorn, RedisServer, redis_cluster
 from servers import RedisCluster as Cluster
+from test_acl import ACL_RULE
 from test_fleet import client, computation, computations, start_servers, unique
 from test_store_contract import plant_in_redis
 
-from workerless import RedisStore, Store
+from workerless import RedisStore, Store, StoreError, StoreUnavailable
 from workerless.testing import Plant, StoreContract, running_store
 
 pytestmark = pytest.mark.redis
@@ -157,3 +160,47 @@ async def test_invalidation_by_url_and_prefix_reaches_every_node_and_server(
             for answer in await get_all(http, servers[1], names):
                 assert "fwd=miss" in answer.headers["Cache-Status"]
     assert [computations(counter, name) for name in names] == [3] + [2] * (len(names) - 1)
+
+
+# -- a least-privilege user on every node -------------------------------------------------
+
+# What a cluster client needs beyond ACL_RULE: the slot map and the command table.
+CLUSTER_ACL_EXTRA = "+cluster|slots +command"
+
+
+def cluster_user(cluster: Cluster, user: str, rule: str) -> str:
+    """Create ``user`` with ``rule`` on every node; the cluster URL with its credentials."""
+    for port in cluster.ports:
+        with redis_py.Redis(port=port) as node:
+            node.execute_command("ACL", "SETUSER", user, "reset", "on", ">pw", *rule.split())
+    return cluster.url.replace("://", f"://{user}:pw@")
+
+
+async def test_a_least_privileged_user_runs_the_store_on_the_cluster(
+    cluster: Cluster, raw: RedisCluster
+) -> None:
+    """ACL_RULE plus CLUSTER_ACL_EXTRA is enough on a cluster; without +command or
+    +cluster|slots start-up fails with a StoreError naming what is missing."""
+    raw.flushdb(target_nodes=RedisCluster.PRIMARIES)
+    url = cluster_user(cluster, "wl", f"{ACL_RULE} {CLUSTER_ACL_EXTRA}")
+    with trio.fail_after(20):
+        async with running_store(RedisStore(url)) as store:
+            mine = secrets.token_hex(16)
+            assert (await store.acquire_lease("/k", mine, 30)).acquired
+            assert await store.renew_leases({"/k": mine}, 30) == frozenset()
+            assert await store.set("/k", b"v", 30, epoch=await store.epoch("/k"))
+            assert await store.delete_prefix("/") == 1
+        for missing in ("+command", "+cluster|slots"):
+            narrow = cluster_user(
+                cluster, "narrow", f"{ACL_RULE} {CLUSTER_ACL_EXTRA}".replace(f" {missing}", "")
+            )
+            with pytest.raises(StoreError) as info:
+                await RedisStore(narrow).open()
+            assert not isinstance(info.value, StoreUnavailable)
+            assert missing in str(info.value) and "'narrow'" in str(info.value)
+
+
+def test_readme_names_the_cluster_acl_extra() -> None:
+    """The README's cluster ACL addition is exactly the one tested here."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert f"add `{CLUSTER_ACL_EXTRA}`" in readme

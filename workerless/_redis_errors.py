@@ -37,6 +37,11 @@ class RedisErrors:
         cluster_reply = isinstance(
             exc, (redis.exceptions.AskError, redis.exceptions.ClusterError, _ClusterException)
         ) or (text.startswith(_CLUSTER_REPLIES) or "CROSSSLOT" in described)
+        if self.cluster and "Cluster mode is not enabled" in text:
+            return StoreError(
+                f"{self.url} is not a Redis Cluster, or Redis user {self._user!r} lacks "
+                f"+cluster|slots ({described})"
+            )
         if cluster_reply and self.cluster and "CROSSSLOT" not in described:
             # A failover or a reshard in progress, or no node reachable: an outage.
             return StoreUnavailable(f"{what} {self.url}: {described}")
