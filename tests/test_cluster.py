@@ -65,6 +65,33 @@ class TestClusterStore(StoreContract):
         plant_in_redis(self.raw, store, what, key)
 
 
+async def test_a_plain_url_to_a_cluster_node_is_refused_naming_the_cluster_url(
+    cluster: Cluster,
+) -> None:
+    """redis:// to one master of a working cluster fails open() with StoreError saying to use
+    redis+cluster:// (some of its probe keys live on other masters)."""
+    with trio.fail_after(10), pytest.raises(StoreError, match="use redis\\+cluster://") as info:
+        await RedisStore(f"redis://127.0.0.1:{cluster.ports[0]}/0").open()
+    assert not isinstance(info.value, StoreUnavailable)
+
+
+async def test_scripts_flushed_from_every_master_are_loaded_again(
+    cluster: Cluster, raw: RedisCluster
+) -> None:
+    """After SCRIPT FLUSH on every master, pipelined renewals and prefix deletion (EVALSHA
+    per node) load their script again and succeed."""
+    with trio.fail_after(10):
+        async with running_store(RedisStore(cluster.url)) as store:
+            leases = {f"/r{n}": secrets.token_hex(16) for n in range(20)}
+            for key, held in leases.items():
+                assert (await store.acquire_lease(key, held, 30)).acquired
+            await store.set("/r0", b"v", 30)
+            raw.execute_command("SCRIPT FLUSH", target_nodes=RedisCluster.PRIMARIES)
+            assert await store.renew_leases(leases, 30) == frozenset()
+            raw.execute_command("SCRIPT FLUSH", target_nodes=RedisCluster.PRIMARIES)
+            assert await store.delete_prefix("/r") == 1
+
+
 # -- two servers on the cluster -----------------------------------------------------------
 
 

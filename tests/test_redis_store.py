@@ -383,6 +383,37 @@ def test_malformed_url_is_a_configuration_error_without_its_password() -> None:
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://u:s3cret@127.0.0.1:26379",  # no service name
+        "redis+sentinel://u:s3cret@127.0.0.1:26379/cache/zero",
+        "redis+sentinel://u:s3cret@127.0.0.1/cache",  # no port
+        "redis+cluster://u:s3cret@127.0.0.1:7000,127.0.0.1:x",
+        "redis+cluster://u:s3cret@127.0.0.1:7000/0",  # a cluster has no database number
+        "redis+cluster://u:s3cret@127.0.0.1:7000?db=1",
+    ],
+)
+def test_malformed_sentinel_and_cluster_urls_say_the_expected_form(url: str) -> None:
+    """A Sentinel or Cluster URL of the wrong shape is a ConfigurationError giving the form,
+    with its password redacted, raised when the store is built (nothing is contacted)."""
+    with pytest.raises(ConfigurationError, match=r"u:\*\*\*@127") as info:
+        store_from_url(url)
+    assert "s3cret" not in str(info.value)
+    assert f"{url.partition(':')[0]}://[user:pass@]host:port[,host:port...]" in str(info.value)
+
+
+def test_sentinel_and_cluster_urls_name_their_topology() -> None:
+    """store_from_url accepts both forms, several hosts included, without connecting."""
+    sentinel = store_from_url("redis+sentinel://a:1,[::1]:2/cache/3")
+    cluster = store_from_url("redis+cluster://u:p@h1:7000,h2:7001")
+    assert isinstance(sentinel, RedisStore) and sentinel.topology == "sentinel"
+    assert isinstance(cluster, RedisStore) and cluster.topology == "cluster"
+    assert "p@" not in repr(cluster)
+    with pytest.raises(ConfigurationError, match="braces"):
+        RedisStore("redis+cluster://h1:7000", prefix="app{1}:")
+
+
 # -- bounds, acknowledgements, connection loss ---------------------------------------------
 
 

@@ -4,6 +4,7 @@ test; the master is killed, the sentinel promotes the replica, and serving goes 
 from __future__ import annotations
 
 import signal
+from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -11,13 +12,45 @@ import httpx
 import pytest
 import redis as redis_py
 import trio
-from servers import RedisServer, redis_sentinel
+from servers import RedisServer, SentinelSetup, redis_sentinel
 from test_fleet import client, computations, start_servers, unique
+from test_store_contract import plant_in_redis
 
-from workerless import RedisStore
-from workerless.testing import running_store
+from workerless import RedisStore, Store
+from workerless.testing import Plant, StoreContract, running_store
 
 pytestmark = pytest.mark.redis
+
+
+@pytest.fixture(scope="module")
+def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
+    """A master, its replica and a sentinel for this module's contract suite (never killed)."""
+    with redis_sentinel(tmp_path_factory.mktemp("sentinel")) as setup:
+        yield setup
+
+
+class TestSentinelStore(StoreContract):
+    """The whole store contract through a redis+sentinel:// URL."""
+
+    @pytest.fixture
+    def url(self, sentinel: SentinelSetup) -> str:
+        self.master = redis_py.Redis(port=sentinel.master_port, socket_timeout=5)
+        self.master.flushdb()
+        return sentinel.url
+
+    @pytest.fixture
+    async def store(self, url: str) -> AsyncIterator[Store]:
+        async with running_store(RedisStore(url, max_value_bytes=64 * 1024)) as store:
+            yield store
+
+    @pytest.fixture
+    async def peer(self, url: str) -> AsyncIterator[Store | None]:
+        async with running_store(RedisStore(url, near_ttl=60)) as store:
+            yield store
+
+    async def plant(self, store: Store, what: Plant, key: str) -> None:
+        assert isinstance(store, RedisStore)
+        plant_in_redis(self.master, store, what, key)
 
 
 async def test_a_failover_is_served_through_and_caching_resumes(
