@@ -235,6 +235,18 @@ async def test_open_on_unreachable_url_names_it() -> None:
     assert isinstance(info.value.__cause__, redis_py.ConnectionError)
 
 
+@pytest.mark.parametrize(
+    "template", ["redis+cluster://u:s3cret@127.0.0.1:{port}", "redis+sentinel://127.0.0.1:{port}/c"]
+)
+async def test_open_on_an_unreachable_cluster_or_sentinel_is_an_outage(template: str) -> None:
+    """No node of a cluster, or no sentinel, reachable at start-up: StoreUnavailable naming
+    the URL (password hidden), not a refusal and not a foreign exception."""
+    url = template.format(port=free_port())
+    with trio.fail_after(10), pytest.raises(StoreUnavailable) as info:
+        await RedisStore(url).open()
+    assert url.replace("s3cret", "***") in str(info.value) and "s3cret" not in str(info.value)
+
+
 PASSWORD_URLS = [
     "redis://:s3cr%3Dt@127.0.0.1:{port}/0",
     "redis://admin:s3cr%3Dt@127.0.0.1:{port}/0",
