@@ -26,7 +26,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from ._errors import ConfigurationError
-from ._redis_errors import redact_url
+from ._redis_errors import RedisErrors, redact_url
 
 __all__ = ["ClientSpec", "Topology", "parse_url"]
 
@@ -59,7 +59,8 @@ def parse_url(url: str, *, socket_timeout: float, connect_timeout: float) -> Cli
             return _cluster(url, common)
         client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **common)
     except ValueError as exc:
-        raise ConfigurationError(f"store URL {redact_url(url)}: {exc}") from None
+        message = RedisErrors(url, "").scrub(str(exc))  # redis-py may quote the URL
+        raise ConfigurationError(f"store URL {redact_url(url)}: {message}") from None
     return ClientSpec("single", lambda: client)
 
 
