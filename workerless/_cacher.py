@@ -548,7 +548,7 @@ class Cacher(Generic[T]):
         started = trio.current_time()
         outcome: Success[T] | Failure
         try:
-            epoch = await self._guard.epoch()
+            epoch = await self._guard.epoch(key)
             try:
                 with trio.move_on_after(rules.hard_limit) as limit:
                     value = await compute()

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from ._errors import ConfigurationError
 from ._memory import MemoryStore
+from ._redis_errors import redact_url
 from ._store import DEFAULT_MAX_VALUE_BYTES, MAX_LEASE, Store
 
 __all__ = ["Settings", "check_keyword", "store_from_url"]
@@ -108,9 +109,11 @@ def store_from_url(
     """Build the store a URL names: ``memory://`` (``?max_entries=&max_bytes=&max_value_bytes=``)
     or Redis.
 
-    ``redis://``, ``rediss://`` and ``unix://`` URLs make a `RedisStore` whose keys all start
-    with ``prefix``, serving hits from a near cache for ``near_ttl`` seconds (0: never).  No
-    store keeps or serves a value over ``max_value_bytes`` (a query field of memory:// wins).
+    ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` (a master that Redis
+    Sentinel names) and ``redis+cluster://`` (a Redis Cluster) URLs make a `RedisStore` whose
+    keys all start with ``prefix``, serving hits from a near cache for ``near_ttl`` seconds
+    (0: never).  No store keeps or serves a value over ``max_value_bytes`` (a query field of
+    memory:// wins).
     """
     parts = urlsplit(url)
     if parts.scheme == "memory":
@@ -127,10 +130,11 @@ def store_from_url(
             return MemoryStore(**bounds)
         except ValueError as exc:
             raise ConfigurationError(f"store URL {url!r}: {exc}") from None
-    if parts.scheme in ("redis", "rediss", "unix"):
+    if parts.scheme in ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster"):
         from ._redis import RedisStore
 
         return RedisStore(url, prefix=prefix, near_ttl=near_ttl, max_value_bytes=max_value_bytes)
     raise ConfigurationError(
-        f"store URL {url!r}: expected memory://, redis://, rediss:// or unix://"
+        f"store URL {redact_url(url)!r}: expected memory://, redis://, rediss://, unix://, "
+        "redis+sentinel:// or redis+cluster://"
     )

@@ -77,11 +77,11 @@ class GuardedStore:
         """The entry under ``key``; None on a miss or while the store cannot answer."""
         return await self._guard(lambda: self.store.get(key), None, key, route)
 
-    async def epoch(self) -> int | None:
-        """The invalidation epoch; None when it cannot be read (then nothing gets stored)."""
+    async def epoch(self, key: str) -> int | None:
+        """``key``'s invalidation epoch; None when it cannot be read (then nothing is stored)."""
         if not self.available:
             return None
-        return await self._guard(self.store.epoch, None)
+        return await self._guard(lambda: self.store.epoch(key), None)
 
     async def set(self, key: str, data: bytes, ttl: float, epoch: int) -> bool:
         """Store ``data`` unless an invalidation happened since ``epoch``; False if not stored."""

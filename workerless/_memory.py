@@ -87,7 +87,8 @@ class MemoryStore(Store):
             self._remove(next(iter(self._entries)))
         return True
 
-    async def epoch(self) -> int:
+    async def epoch(self, key: str) -> int:
+        """One counter for every key: any invalidation increases it."""
         return self._epoch
 
     async def delete(self, key: str) -> bool:

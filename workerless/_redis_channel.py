@@ -81,7 +81,7 @@ class NoticeListener:
         store = self._store
         failures = 0
         while not self._stop.is_set():
-            pubsub = store._client.pubsub()  # type: ignore[no-untyped-call]
+            pubsub = store._client.pubsub()
             try:
                 pubsub.subscribe(store._channel)
                 while not self._stop.is_set():
