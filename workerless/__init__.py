@@ -26,6 +26,7 @@ from ._events import (
 from ._flight import Fetched
 from ._fragment import FragmentRoute, Workerless
 from ._memory import MemoryStore
+from ._page import stream_template
 from ._redis import RedisStore
 from ._response import CachedResponse
 from ._store import Entry, Lease, Notice, Store, Watch
@@ -66,4 +67,5 @@ __all__ = [
     "WorkerlessError",
     "__version__",
     "store_from_url",
+    "stream_template",
 ]
