@@ -15,6 +15,7 @@ import os
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import trio
 from quart import Response, abort, render_template, request
@@ -91,7 +92,7 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%H:%M:%S.%f")[:-3] + " UTC"
 
 
-def _page_context(streamed: bool) -> dict[str, object]:
+def _page_context(streamed: bool) -> dict[str, Any]:
     return {
         "fragments": FRAGMENTS,
         "failing_enabled": upstream.failing,
