@@ -77,7 +77,9 @@ def test_sdist_ships_the_license(tmp_path: Path) -> None:
         assert license_file.read().decode() == (ROOT / "LICENSE").read_text()
 
 
-def test_installed_wheel_serves_the_demo_outside_the_repo(wheel: Path, tmp_path: Path) -> None:
+def test_installed_wheel_serves_the_demo_outside_the_repo(
+    wheel: Path, tmp_path: Path
+) -> None:
     """pip install of the wheel into a fresh venv, run from elsewhere, serves page and script."""
     venv = tmp_path / "venv"
     subprocess.run(
