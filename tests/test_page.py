@@ -93,15 +93,15 @@ async def test_skeleton_first_then_fragments_in_completion_order(
             assert skeleton.count('<slot name="wl-') == 3
             assert slot_chunks(skeleton) == []
             await release(client, f"{run}-b")
-            await stream.until('slot="wl-1"')
+            await stream.until('<div slot="wl-1"')
             await release(client, f"{run}-c")
-            await stream.until('slot="wl-2"')
+            await stream.until('<div slot="wl-2"')
             await release(client, f"{run}-a")
             text = await stream.until("</html>")
     assert slot_chunks(text) == [("wl-1", "loaded"), ("wl-2", "loaded"), ("wl-0", "loaded")]
     assert '<div slot="wl-1" class="wl-chunk" data-fragment-state="loaded"' in text
-    assert re.search(rf'slot="wl-1"[^>]*>\s*<p class="part" data-name="{run}-b">', text)
-    assert text.index("</wl-page>") > text.index('slot="wl-0"')
+    assert re.search(rf'<div slot="wl-1"[^>]*>\s*<p class="part" data-name="{run}-b">', text)
+    assert text.index("</wl-page>") > text.index('<div slot="wl-0"')
 
 
 async def test_streamed_fragment_is_a_hit_for_its_url_and_back(client: httpx.AsyncClient) -> None:

@@ -47,6 +47,7 @@ async def stream_template(
     past the page's ``deadline`` seconds (the settings' ``deadline`` by default): the response
     then ends with its placeholder pending, which the client script fetches as in a fetched
     page (without JavaScript it shows a link).  A failing fragment gets an error box.
+    An HTTP/1.0 client, which cannot take a streamed body, gets the whole page at the end.
     """
     app = current_app
     workerless = app.extensions.get("workerless")
@@ -74,6 +75,11 @@ async def stream_template(
         return app.response_class(b"", mimetype="text/html", headers=headers)
     await page.start()
     body = page.stream(page.inline(head), tail)
+    if request.http_version == "1.0":
+        # No chunked encoding in HTTP/1.0 (nginx's default upstream protocol), and hypercorn
+        # does not close such a response: send the whole page at the end, with its length.
+        whole = b"".join([chunk async for chunk in body])
+        return app.response_class(whole, mimetype="text/html", headers=headers)
     response = app.response_class(body, mimetype="text/html", headers=headers)
     response.timeout = None  # Quart cuts a streamed body after RESPONSE_TIMEOUT otherwise
     return response
