@@ -7,12 +7,17 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
 import trio
 from apps import page_app
-from servers import serve_in_process
+from quart import Response
+from quart_trio import QuartTrio
+from servers import ROOT, serve_in_process
+
+from workerless import Workerless
 
 TIMEOUT = 10.0
 _runs = itertools.count()
@@ -218,3 +223,28 @@ async def test_a_url_that_is_no_fragment_is_left_to_the_browser(
             assert f'<a class="wl-fallback" href="{extra}">extra: still computing' in response.text
             assert f"{extra} is not a fragment route" in caplog.text
     assert await calls(client, f"{run}-a") == 1
+
+
+async def test_readme_snippet_streams_a_page(tmp_path: Path) -> None:
+    """The "Streamed page" snippet of the README, as written, streams its template's fragments."""
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"### Streamed page\n.*?```python\n(.*?)```", readme, re.S)
+    assert match is not None
+    (tmp_path / "index.html").write_text(
+        '{% extends "workerless/layout.html" %}{% import "workerless/macros.html" as wl %}'
+        "{% block body %}{% for card in cards %}{{ wl.fragment(card) }}{% endfor %}{% endblock %}"
+    )
+    app = QuartTrio(__name__, template_folder=str(tmp_path))
+    workerless = Workerless(app, store="memory://")
+
+    @workerless.fragment("/card/<name>")
+    async def card(name: str) -> str:
+        return f"<p>card {name}</p>"
+
+    namespace = {"app": app, "Response": Response, "cards": ["/card/x", "/card/y"]}
+    exec(match.group(1), namespace)  # the README's own text
+    with trio.fail_after(TIMEOUT):
+        async with serve_in_process(app) as url, httpx.AsyncClient(base_url=url) as client:
+            page = await client.get("/streamed")
+    assert page.headers["x-accel-buffering"] == "no"
+    assert page.text.count("<p>card ") == 2
