@@ -248,3 +248,24 @@ async def test_readme_snippet_streams_a_page(tmp_path: Path) -> None:
             page = await client.get("/streamed")
     assert page.headers["x-accel-buffering"] == "no"
     assert page.text.count("<p>card ") == 2
+
+
+async def test_a_client_leaving_mid_stream_harms_nothing(client: httpx.AsyncClient) -> None:
+    """A client that leaves after the skeleton: the fragment is still computed and cached, and
+    the server goes on serving."""
+    run = new_run()
+    with trio.fail_after(TIMEOUT):
+        host, port = str(client.base_url.host), client.base_url.port
+        assert port is not None
+        # A bare socket: closed as soon as the skeleton is in, with no client library around.
+        async with await trio.open_tcp_stream(host, port) as stream:
+            await stream.send_all(f"GET /page/{run}?names=a HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            received = b""
+            while b"</template>" not in received:
+                received += await stream.receive_some()
+        await release(client, f"{run}-a")
+        fetched = await client.get(f"/part/{run}-a")
+        again = await client.get(f"/page/{run}?names=a")
+    assert fetched.status_code == 200
+    assert again.text.count(f'data-name="{run}-a"') == 1
+    assert await calls(client, f"{run}-a") == 1

@@ -165,12 +165,15 @@ class Page:
         """The response body: the skeleton, each fragment as it completes, then the tail."""
         yield head.encode()
         waiting = self._waiting
-        with trio.move_on_at(self.deadline):
-            while waiting:
+        while waiting:
+            # Never yield inside a cancel scope: the generator may be closed from elsewhere.
+            with trio.move_on_at(self.deadline) as scope:
                 slot = await self._receive.receive()
-                if slot.name in waiting:
-                    waiting.discard(slot.name)
-                    yield _chunk(slot).encode()
+            if scope.cancelled_caught:
+                break
+            if slot.name in waiting:
+                waiting.discard(slot.name)
+                yield _chunk(slot).encode()
         for slot in self._slots:
             if slot.name in waiting:
                 slot.finish("pending", _fallback_link(slot))
