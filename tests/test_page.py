@@ -17,7 +17,7 @@ from quart import Response
 from quart_trio import QuartTrio
 from servers import ROOT, serve_in_process
 
-from workerless import Workerless
+from workerless import Workerless, stream_template
 
 TIMEOUT = 10.0
 _runs = itertools.count()
@@ -269,3 +269,12 @@ async def test_a_client_leaving_mid_stream_harms_nothing(client: httpx.AsyncClie
     assert fetched.status_code == 200
     assert again.text.count(f'data-name="{run}-a"') == 1
     assert await calls(client, f"{run}-a") == 1
+
+
+async def test_a_bad_page_deadline_is_refused_by_name() -> None:
+    """stream_template(deadline=...) checks its deadline by the settings' rules, naming it."""
+    async with page_app.app.test_request_context("/page/x"):
+        with pytest.raises(ValueError, match="deadline= of stream_template"):
+            await stream_template("page_app.html", deadline=-1, run="x", names=[], extra="")
+        with pytest.raises(TypeError, match="deadline= of stream_template"):
+            await stream_template("page_app.html", deadline="5", run="x", names=[], extra="")

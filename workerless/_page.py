@@ -23,6 +23,7 @@ from markupsafe import Markup, escape
 from quart import Response, current_app, render_template, request
 
 from ._answers import cache_status
+from ._config import check_keyword
 from ._errors import ComputationFailed, Overloaded, StillComputing
 from ._events import Miss
 from ._flight import Fetched
@@ -48,11 +49,14 @@ async def stream_template(
     then ends with its placeholder pending, which the client script fetches as in a fetched
     page (without JavaScript it shows a link).  A failing fragment gets an error box.
     An HTTP/1.0 client, which cannot take a streamed body, gets the whole page at the end.
+    A ``deadline`` that is not a positive number is a TypeError or ValueError naming it.
     """
     app = current_app
     workerless = app.extensions.get("workerless")
     if not isinstance(workerless, Workerless):
         raise RuntimeError("stream_template() needs Workerless(app) on the current app")
+    if deadline is not None:
+        check_keyword("deadline", deadline, "deadline= of stream_template")
     limit = workerless.settings.deadline if deadline is None else deadline
     page = Page(workerless, trio.current_time() + limit)
     token = rendering.set(page)
