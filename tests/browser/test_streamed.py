@@ -141,17 +141,7 @@ def test_streamed_page_fills_in_completion_order(
         context.close()
 
 
-@pytest.fixture
-def streamed_demo(tmp_path: Path) -> Iterator[Hypercorn]:
-    """The demo server with its browser-test timings (see conftest.py)."""
-    from conftest import DEMO_ENV
-
-    with hypercorn("workerless.demo:app", tmp_path, env=DEMO_ENV) as server:
-        yield server
-        server.kill()
-
-
-def test_streamed_demo_page_without_javascript(browser: Browser, streamed_demo: Hypercorn) -> None:
+def test_streamed_demo_page_without_javascript(browser: Browser, demo_server: Hypercorn) -> None:
     """The demo's /streamed page, scripts off: every card filled by the one response (the slow
     one as a link, the failing one as an error box), and it is screenshotted for the README."""
     context = browser.new_context(java_script_enabled=False)
@@ -159,7 +149,7 @@ def test_streamed_demo_page_without_javascript(browser: Browser, streamed_demo: 
         page = context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(streamed_demo.url + "/streamed")
+        page.goto(demo_server.url + "/streamed")
         for name in ("a", "b", "c", "fresh"):
             expect(page.locator(f'wl-page > .wl-chunk [data-name="{name}"]')).to_be_visible()
         expect(page.locator("wl-page > .wl-chunk a.wl-fallback[href='/slow']")).to_be_visible()
