@@ -28,6 +28,7 @@ from ._events import (
 from ._flight import Fetched
 from ._fragment import FragmentRoute, Workerless
 from ._memory import MemoryStore
+from ._page import stream_template
 from ._redis import RedisStore
 from ._response import CachedResponse
 from ._stats import CacherStatistics, Durations, RouteStatistics
@@ -74,4 +75,5 @@ __all__ = [
     "WorkerlessError",
     "__version__",
     "store_from_url",
+    "stream_template",
 ]

@@ -33,6 +33,7 @@ from ._errors import (
     WorkerlessError,
 )
 from ._events import Event, EventName
+from ._flight import Fetched
 from ._http import app_url
 from ._keys import _SAFE_PATH, bound_key, canonical_url
 from ._log import fields
@@ -45,6 +46,7 @@ from ._response import (
     vary_names,
 )
 from ._store import Store
+from ._stream_state import current_page
 
 __all__ = ["FragmentRoute", "Workerless"]
 
@@ -146,6 +148,8 @@ class Workerless:
                     template_folder=str(TEMPLATES_DIR),
                 )
             )
+        # The fragment macro asks it whether it is rendering a streamed page (see _page).
+        app.jinja_env.globals["workerless_page"] = current_page
         app.before_serving(self._startup)
         app.after_serving(self._shutdown)
 
@@ -524,6 +528,33 @@ class FragmentRoute:
             browser_ttl = settings.browser_ttl if self.browser_ttl is None else self.browser_ttl
             response = respond(fetched, browser_ttl)
         return await adapt_for_client(response)
+
+    def page_key(self) -> str:
+        """The cache key of the current request on this route: what `handle` would use."""
+        return _variant(bound_key(self.key(request) if self.key else _request_url()), self.vary)
+
+    async def fetch_for_page(
+        self, key: str, view_args: dict[str, Any], deadline: float
+    ) -> Fetched[CachedResponse]:
+        """Fetch this route's response under ``key`` (from `page_key`) as `handle` does: same
+        cacher, limits and single flight, waiting ``deadline`` seconds at most.
+
+        For a streamed page, in a request context for the fragment's URL.  Raises what
+        `Cacher.fetch_result` raises (StillComputing, ComputationFailed, Overloaded).
+        """
+        settings = self.workerless.settings
+        varied = self.vary
+        return await self.workerless.cacher.fetch_result(
+            key,
+            partial(self._compute, view_args, varied),
+            ttl=settings.ttl if self.ttl is None else self.ttl,
+            deadline=deadline,
+            hard_limit=self.hard_limit,
+            cacheable=self._cacheable,
+            shareable=self._shareable_for(varied),
+            stale=self.stale,
+            stale_if_error=self.stale_if_error,
+        )
 
     def _shareable_for(self, varied: frozenset[str]) -> Callable[[CachedResponse], bool]:
         """`_shareable` bound to ``varied``, made once per value of it (not once per request)."""

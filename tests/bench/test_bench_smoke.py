@@ -39,7 +39,7 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     results = report["results"]
     stores = report["stores"]
     assert report["failures"] == []
-    assert set(results) == {"1", "2", "3", "4", "5", "6", "7", "9"}
+    assert set(results) == {"1", "2", "3", "4", "5", "6", "7", "9", "10"}
 
     for store in stores:
         assert results["1"][store]["fragment"]["errors"] == 0
@@ -123,3 +123,14 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
         assert overhead["on"]["errors"] == overhead["off"]["errors"] == 0
         # The metrics saw every hit wrk completed (and any it cut short).
         assert overhead["hits_counted"] >= overhead["on"]["requests"] > 0
+    page = results["10"]["memory"]
+    assert page["failures"] == []
+    complete = page["page complete"]
+    # Every fragment of every load was shown; the streamed page took one request, the fetched
+    # one a request per fragment besides the document.
+    for mode in ("streamed", "fetched"):
+        assert all(load["loaded"] == complete["fragments"] for load in complete["loads"][mode])
+    assert all(load["requests"] == 1 for load in complete["loads"]["streamed"])
+    assert all(
+        load["requests"] == 1 + complete["fragments"] for load in complete["loads"]["fetched"]
+    )
