@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import logging
 import multiprocessing
 from collections.abc import Awaitable, Callable, Mapping
@@ -29,13 +27,8 @@ from ._errors import ComputationFailed, Overloaded, StillComputing, WorkerlessEr
 from ._events import Event, EventName
 from ._http import app_url
 from ._keys import _SAFE_PATH, bound_key, canonical_url
-from ._response import (
-    CachedResponse,
-    header,
-    is_private,
-    strong_etag,
-    vary_names,
-)
+from ._response import CachedResponse, header, strong_etag
+from ._rules import VARIANT_MARK, SharingRules, is_success, variant
 from ._store import Store
 
 __all__ = ["FragmentRoute", "Workerless"]
@@ -201,7 +194,7 @@ class Workerless:
                 deadline=deadline,
                 hard_limit=hard_limit,
                 key=None if key is None else _checked_key(key, rule),
-                cache_statuses=cache_statuses or _is_success,
+                cache_statuses=cache_statuses or is_success,
                 stale=stale,
                 stale_if_error=stale_if_error,
                 browser_ttl=browser_ttl,
@@ -346,10 +339,6 @@ class Workerless:
         self.cacher.drain()
 
 
-def _is_success(status: int) -> bool:
-    return 200 <= status < 300
-
-
 def _checked_key(key: KeyFunction, rule: str) -> KeyFunction:
     """``key``, failing clearly (TypeError naming the rule) when it returns a non-string."""
 
@@ -365,8 +354,9 @@ def _checked_key(key: KeyFunction, rule: str) -> KeyFunction:
     return checked
 
 
-class FragmentRoute:
-    """One fragment route: its key, limits, and the view it runs in the background."""
+class FragmentRoute(SharingRules):
+    """One fragment route: its key, limits, the view it runs in the background, and (from
+    `SharingRules`) which of the view's responses are stored and shared."""
 
     def __init__(
         self,
@@ -388,23 +378,10 @@ class FragmentRoute:
         self.deadline = deadline
         self.hard_limit = hard_limit
         self.key = key
-        self.cache_statuses = cache_statuses
+        SharingRules.__init__(self, cache_statuses)
         self.stale = stale
         self.stale_if_error = stale_if_error
         self.browser_ttl = browser_ttl
-
-        # Request headers the view's responses were seen to vary on (``Vary``), learned from
-        # its responses: they become part of the key from then on.
-        self.vary: frozenset[str] = frozenset()
-        self._shareables: dict[frozenset[str], Callable[[CachedResponse], bool]] = {}
-
-    def _cacheable(self, response: CachedResponse) -> bool:
-        return self.cache_statuses(response.status)
-
-    def _shareable(self, varied: frozenset[str], response: CachedResponse) -> bool:
-        """Whether a response computed under a key covering ``varied`` may serve others."""
-        names = vary_names(response.headers)
-        return not is_private(response.headers) and "*" not in names and names <= varied
 
     async def _compute(self, view_args: dict[str, Any], varied: frozenset[str]) -> CachedResponse:
         """Run the view in the background and capture its response, with its ETag.
@@ -429,11 +406,7 @@ class FragmentRoute:
         if made.status_code == 200 and header(headers, "etag") is None:
             headers.append(("ETag", strong_etag(body)))
         response = CachedResponse.build(made.status_code, headers, body)
-        names = vary_names(response.headers) - varied - {"*"}
-        if names:
-            learned = self.vary | names
-            # A view varying on more than a few headers is per-request: leave it uncached.
-            self.vary = learned if len(learned) <= _MAX_VARY else self.vary
+        self.learn_vary(response, varied)
         return response
 
     async def handle(self, **view_args: Any) -> Response:
@@ -478,33 +451,10 @@ class FragmentRoute:
             response = respond(fetched, browser_ttl)
         return await adapt_for_client(response)
 
-    def _shareable_for(self, varied: frozenset[str]) -> Callable[[CachedResponse], bool]:
-        """`_shareable` bound to ``varied``, made once per value of it (not once per request)."""
-        bound = self._shareables.get(varied)
-        if bound is None:
-            bound = self._shareables[varied] = partial(self._shareable, varied)
-        return bound
-
-
-_MAX_VARY = 8
-VARIANT_MARK = "#v="
-
 
 def _variant(key: str, varied: frozenset[str]) -> str:
-    """``key`` for this request's values of the headers the route varies on.
-
-    A request with credentials (``Authorization``) always gets a key of its own: a shared
-    answer is never served to it, nor its answer to anyone else (RFC 9111 section 3.5).
-    """
-    names = sorted(varied)
-    credentials = request.headers.get("Authorization")
-    if credentials is not None and "authorization" not in varied:
-        names.append("authorization")
-    if not names:
-        return key
-    values = [[name, request.headers.get(name, "")] for name in names]
-    digest = hashlib.sha256(json.dumps(values).encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{key}{VARIANT_MARK}{digest[:32]}"
+    """``key`` for the current request's values of ``varied`` and its credentials."""
+    return variant(key, varied, request.headers.get)
 
 
 def _request_url() -> str:
