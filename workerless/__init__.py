@@ -26,6 +26,7 @@ from ._events import (
 from ._flight import Fetched
 from ._fragment import FragmentRoute, Workerless
 from ._memory import MemoryStore
+from ._middleware import CachedRoute, WorkerlessMiddleware
 from ._redis import RedisStore
 from ._response import CachedResponse
 from ._store import Entry, Lease, Notice, Store, Watch
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CachedResponse",
+    "CachedRoute",
     "Cacher",
     "CacherStatistics",
     "Codec",
@@ -64,6 +66,7 @@ __all__ = [
     "Watch",
     "Workerless",
     "WorkerlessError",
+    "WorkerlessMiddleware",
     "__version__",
     "store_from_url",
 ]

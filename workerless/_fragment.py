@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import inspect
 import logging
-import multiprocessing
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any, ParamSpec, TypeVar
-from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import trio
 from quart import Blueprint, Request, Response, current_app, request
@@ -19,16 +18,16 @@ from werkzeug.exceptions import HTTPException
 from ._answers import pending, plain, respond
 from ._assets import STATIC_DIR, TEMPLATES_DIR
 from ._cacher import Cacher
-from ._checks import RequireTrio, check_app, stop_hypercorn_worker
+from ._checks import RequireTrio, check_app, stop_hypercorn_worker, watch_hypercorn_shutdown
 from ._clients import adapt_for_client
 from ._codecs import ResponseCodec
-from ._config import Settings, check_keyword, store_from_url
+from ._config import Settings, check_keyword, configure_cacher
 from ._errors import ComputationFailed, Overloaded, StillComputing, WorkerlessError
 from ._events import Event, EventName
 from ._http import app_url
-from ._keys import _SAFE_PATH, bound_key, canonical_url
+from ._keys import bound_key, canonical_url
 from ._response import CachedResponse, header, strong_etag
-from ._rules import VARIANT_MARK, SharingRules, is_success, variant
+from ._rules import SharingRules, drop_variants, is_success, prefix_key, variant
 from ._store import Store
 
 __all__ = ["FragmentRoute", "Workerless"]
@@ -231,16 +230,11 @@ class Workerless:
         return await self._drop(bound_key(key))
 
     async def _drop(self, key: str) -> bool:
-        """Drop ``key`` and its variants (one per value of the headers it varies on, one per
-        credentials), which live under ``key`` + VARIANT_MARK."""
-        removed = await self.cacher.invalidate(key)
-        return await self.cacher.invalidate_prefix(key + VARIANT_MARK) > 0 or removed
+        return await drop_variants(self.cacher, key)
 
     async def invalidate_prefix(self, prefix: str) -> int:
         """Drop every cached fragment whose URL starts with ``prefix``; return how many."""
-        return await self.cacher.invalidate_prefix(
-            quote(unquote_to_bytes(prefix), safe=_SAFE_PATH + "?=&")
-        )
+        return await self.cacher.invalidate_prefix(prefix_key(prefix))
 
     def _custom_key_rule(self, path: str) -> str | None:
         """The rule of the fragment route with its own key= that ``path`` reaches, if any."""
@@ -274,26 +268,7 @@ class Workerless:
     async def _start(self) -> None:
         settings = Settings.resolve(self._keywords, self._environ)
         self.settings = settings
-        store = settings.store
-        cacher = self.cacher
-        cacher.store = (
-            store
-            if isinstance(store, Store)
-            else store_from_url(
-                store,
-                prefix=settings.prefix,
-                near_ttl=settings.near_ttl,
-                max_value_bytes=settings.max_value_bytes,
-            )
-        )
-        cacher.ttl = settings.ttl
-        cacher.hard_limit = settings.hard_limit
-        cacher.lease = settings.lease
-        cacher.grace = settings.grace
-        cacher.max_computations = settings.max_computations
-        cacher.stale = settings.stale
-        cacher.stale_if_error = settings.stale_if_error
-        cacher.early_refresh = settings.early_refresh
+        configure_cacher(self.cacher, settings)
         assert self.app is not None
         # Quart cancels background tasks this long after shutdown begins: leave room for grace.
         timeout = self.app.config.get("BACKGROUND_TASK_SHUTDOWN_TIMEOUT")
@@ -302,7 +277,7 @@ class Workerless:
         self._stop = trio.Event()
         self._stopped = trio.Event()
         await self.app.nursery.start(self._serve)
-        logger.info("workerless serving with %r", cacher.store)
+        logger.info("workerless serving with %r", self.cacher.store)
 
     async def _serve(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -326,17 +301,7 @@ class Workerless:
             await self._stopped.wait()
 
     async def _watch_hypercorn_shutdown(self) -> None:
-        # Hypercorn tells the app nothing until in-flight requests are done or cut at its
-        # graceful_timeout.  Its worker processes poll a shutdown event they receive as an
-        # argument; we watch the same event, so held requests are answered 202 in time.
-        kwargs = getattr(multiprocessing.current_process(), "_kwargs", None)
-        event: Any = kwargs.get("shutdown_event") if isinstance(kwargs, dict) else None
-        if not callable(getattr(event, "is_set", None)):
-            return
-        while not event.is_set():  # noqa: ASYNC110 - a process-shared flag: polling is the only way
-            await trio.sleep(0.1)
-        logger.info("server shutting down: answering waiting requests 202")
-        self.cacher.drain()
+        await watch_hypercorn_shutdown(self.cacher.drain)
 
 
 def _checked_key(key: KeyFunction, rule: str) -> KeyFunction:

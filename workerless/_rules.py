@@ -12,10 +12,23 @@ import hashlib
 import json
 from collections.abc import Callable
 from functools import partial
+from typing import Any
+from urllib.parse import quote, unquote_to_bytes
 
+from ._cacher import Cacher
+from ._keys import _SAFE_PATH
 from ._response import CachedResponse, is_private, vary_names
 
-__all__ = ["MAX_VARY", "VARIANT_MARK", "HeaderLookup", "SharingRules", "is_success", "variant"]
+__all__ = [
+    "MAX_VARY",
+    "VARIANT_MARK",
+    "HeaderLookup",
+    "SharingRules",
+    "drop_variants",
+    "is_success",
+    "prefix_key",
+    "variant",
+]
 
 # A view varying on more than a few headers is per-request: it is left uncached.
 MAX_VARY = 8
@@ -85,3 +98,15 @@ def variant(key: str, varied: frozenset[str], header: HeaderLookup) -> str:
     values = [[name, header(name) or ""] for name in names]
     digest = hashlib.sha256(json.dumps(values).encode("utf-8", "surrogatepass")).hexdigest()
     return f"{key}{VARIANT_MARK}{digest[:32]}"
+
+
+async def drop_variants(cacher: Cacher[Any], key: str) -> bool:
+    """Drop ``key`` and its variants (one per value of the headers it varies on, one per
+    credentials), which live under ``key`` + VARIANT_MARK; True if anything was cached."""
+    removed = await cacher.invalidate(key)
+    return await cacher.invalidate_prefix(key + VARIANT_MARK) > 0 or removed
+
+
+def prefix_key(prefix: str) -> str:
+    """The key prefix of every URL that starts with ``prefix`` (encoded as keys are)."""
+    return quote(unquote_to_bytes(prefix), safe=_SAFE_PATH + "?=&")

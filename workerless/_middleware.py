@@ -1,0 +1,580 @@
+"""WorkerlessMiddleware: the fragment routes' contract in front of any ASGI app.
+
+rack-worker's idea (`use Rack::Worker` in front of any Rack app) without its flaws: GET and
+HEAD requests on the configured paths are served from the cache; a miss runs the request
+through the wrapped app in the background, and its status, headers and body are cached.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import trio
+
+from ._answers import Answer, fetched_answer, pending_answer, plain_answer
+from ._cacher import Cacher
+from ._checks import RequireTrio, stop_hypercorn_worker, watch_hypercorn_shutdown
+from ._codecs import ResponseCodec
+from ._config import Settings, check_keyword, configure_cacher
+from ._errors import ComputationFailed, Overloaded, StillComputing, WorkerlessError
+from ._events import Event, EventName
+from ._http import app_url, location
+from ._keys import bound_key, canonical_url
+from ._response import CachedResponse, header, strong_etag
+from ._rules import SharingRules, drop_variants, is_success, prefix_key, variant
+from ._store import Store
+
+__all__ = ["CachedRoute", "WorkerlessMiddleware"]
+
+logger = logging.getLogger("workerless")
+
+E = TypeVar("E", bound=Event)
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+ScopeKey = Callable[[Scope], str]
+
+# A response bigger than max_value_bytes is passed through; its key is remembered this long
+# (at most this many keys), so the next requests go straight to the app.
+_TOO_LARGE_KEYS = 1024
+# What a computation returns when the app's body passed the limit: never stored nor shared
+# (no-store), so the request that started it runs the request through the app itself.
+_TOO_LARGE = CachedResponse(200, (("Cache-Control", "no-store"),), b"")
+_FIRST_START_WAIT = 30.0  # seconds a request waits for a lazy start (a store's connect)
+
+
+@dataclass(frozen=True, slots=True)
+class CachedRoute:
+    """A path pattern the middleware caches, with settings of its own.
+
+    ``pattern`` is a glob (``"/fragment/*"``; ``*`` matches ``/`` too) or a compiled regular
+    expression that must match the whole path (below the mount point).  Unset settings come
+    from the middleware's.  ``key(scope)`` replaces the default key (the path plus the sorted
+    query string) and receives the request's ASGI scope; it must return a str.
+    """
+
+    pattern: str | re.Pattern[str]
+    ttl: float | None = None
+    deadline: float | None = None
+    hard_limit: float | None = None
+    key: ScopeKey | None = None
+    cache_statuses: Callable[[int], bool] | None = None
+    stale: float | None = None
+    stale_if_error: float | None = None
+    browser_ttl: float | None = None
+
+
+class _Route(SharingRules):
+    """A `CachedRoute` with the middleware's defaults filled in, and its sharing rules."""
+
+    def __init__(self, route: CachedRoute, defaults: CachedRoute) -> None:
+        pattern = route.pattern
+        self.name = pattern if isinstance(pattern, str) else pattern.pattern
+        where = f" of route {self.name!r}"
+        for name in ("ttl", "deadline", "hard_limit", "stale", "stale_if_error", "browser_ttl"):
+            value = getattr(route, name)
+            if value is not None:
+                check_keyword(name, value, f"{name}={where}")
+        for name in ("key", "cache_statuses"):
+            function = getattr(route, name)
+            if function is not None and not callable(function):
+                raise TypeError(f"{name}={where} must be a function, not {function!r}")
+        self.regex = re.compile(fnmatch.translate(pattern)) if isinstance(pattern, str) else pattern
+        self.ttl = route.ttl if route.ttl is not None else defaults.ttl
+        self.deadline = route.deadline if route.deadline is not None else defaults.deadline
+        self.hard_limit = route.hard_limit if route.hard_limit is not None else defaults.hard_limit
+        self.key = route.key or defaults.key
+        self.stale = route.stale if route.stale is not None else defaults.stale
+        self.stale_if_error = (
+            route.stale_if_error if route.stale_if_error is not None else defaults.stale_if_error
+        )
+        self.browser_ttl = (
+            route.browser_ttl if route.browser_ttl is not None else defaults.browser_ttl
+        )
+        SharingRules.__init__(self, route.cache_statuses or defaults.cache_statuses or is_success)
+
+    def key_of(self, scope: Scope, path: str) -> str:
+        """The request's key before its variant: the key function's, or path plus query."""
+        if self.key is None:
+            return app_url(scope, path)
+        value = self.key(scope)
+        if not isinstance(value, str):
+            raise TypeError(
+                f"the key function of route {self.name!r} returned "
+                f"{type(value).__name__}, not str: {value!r}"
+            )
+        return value
+
+
+class WorkerlessMiddleware:
+    """Serves GET and HEAD requests on ``routes`` of any ASGI app from a cache, computing
+    each response in the background at most once at a time per key (per fleet with Redis).
+
+    ``routes`` are glob patterns, compiled regular expressions or `CachedRoute` values; every
+    other request (other paths, other methods, websockets, the lifespan) reaches ``app``
+    untouched.  On a miss the request runs through ``app`` in the background with a copy of
+    its scope; the status, headers and body it sends are stored (2xx only, unless
+    ``cache_statuses`` says otherwise) and handed to every request waiting on that key, with
+    the HTTP contract of fragment routes (202 past the deadline, 502/504 never cached,
+    ``Cache-Status``).  A request with ``Cookie`` or ``Authorization`` on a route without its
+    own ``key`` is passed through uncached, since its answer may be that user's.  A body
+    bigger than ``max_value_bytes`` is passed through uncached too.
+
+    The Cacher starts with the ASGI lifespan when the server sends one, else on the first
+    request (a mounted app).  Settings and their checks are those of `Workerless`, with the
+    same ``WORKERLESS_*`` variables; it needs trio (``hypercorn --worker-class trio``).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        routes: Iterable[str | re.Pattern[str] | CachedRoute],
+        key: ScopeKey | None = None,
+        cache_statuses: Callable[[int], bool] | None = None,
+        store: Store | str | None = None,
+        ttl: float | None = None,
+        deadline: float | None = None,
+        hard_limit: float | None = None,
+        lease: float | None = None,
+        grace: float | None = None,
+        retry_after: int | None = None,
+        prefix: str | None = None,
+        near_ttl: float | None = None,
+        max_computations: int | None = None,
+        max_value_bytes: int | None = None,
+        stale: float | None = None,
+        stale_if_error: float | None = None,
+        early_refresh: float | None = None,
+        browser_ttl: float | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        if not callable(app):
+            raise TypeError(f"WorkerlessMiddleware needs an ASGI app, not {app!r}")
+        if isinstance(routes, str | re.Pattern | CachedRoute):
+            routes = [routes]
+        self._keywords: dict[str, Any] = {
+            "store": store,
+            "ttl": ttl,
+            "deadline": deadline,
+            "hard_limit": hard_limit,
+            "lease": lease,
+            "grace": grace,
+            "retry_after": retry_after,
+            "prefix": prefix,
+            "near_ttl": near_ttl,
+            "max_computations": max_computations,
+            "max_value_bytes": max_value_bytes,
+            "stale": stale,
+            "stale_if_error": stale_if_error,
+            "early_refresh": early_refresh,
+            "browser_ttl": browser_ttl,
+        }
+        Settings.resolve(self._keywords, {})  # a bad keyword fails here, where it was written
+        for name, function in (("key", key), ("cache_statuses", cache_statuses)):
+            if function is not None and not callable(function):
+                raise TypeError(f"{name}= must be a function, not {function!r}")
+        # Per-route defaults left unset here are read from the settings at each request.
+        defaults = CachedRoute("", key=key, cache_statuses=cache_statuses)
+        self._routes = [
+            _Route(route if isinstance(route, CachedRoute) else CachedRoute(route), defaults)
+            for route in routes
+        ]
+        if not self._routes:
+            raise ValueError("WorkerlessMiddleware needs at least one route pattern")
+        self.app = app
+        self._environ = environ
+        self.settings = Settings()
+        self.cacher: Cacher[CachedResponse] = Cacher(codec=ResponseCodec())
+        self._refusal = RequireTrio(app)  # type: ignore[arg-type]
+        self._running = False
+        self._starting: trio.Event | None = None
+        self._start_failed_at = -1.0
+        self._stop = trio.Event()
+        self._stopped = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._too_large: OrderedDict[str, float] = OrderedDict()
+
+    # -- public ----------------------------------------------------------------------------
+
+    def on(
+        self, event: type[E] | EventName, callback: Callable[[E], Awaitable[None] | None]
+    ) -> Callable[[], None]:
+        """Subscribe to the middleware cacher's events by type (``on(Hit, ...)``)."""
+        return self.cacher.on(event, callback)
+
+    def drain(self) -> None:
+        """Answer every waiting request 202 at once; computations go on."""
+        self.cacher.drain()
+
+    async def invalidate(self, url: str) -> bool:
+        """Drop the cached response for ``url`` (a path with its query, or a full URL).
+
+        A route with its own ``key`` function is not cached under its URL: for ``url`` on
+        such a route this raises ValueError; use `invalidate_key` with the key it returns.
+        """
+        parts = urlsplit(url)
+        route = self._route_of(parts.path)
+        if route is not None and route.key is not None:
+            raise ValueError(
+                f"invalidate({url!r}): route {route.name!r} has its own key= function, so it "
+                "is not cached under its URL; call invalidate_key() with the string key returns"
+            )
+        path = parts.path.encode("utf-8", "surrogatepass")
+        return await drop_variants(
+            self.cacher, bound_key(canonical_url(path, parts.query.encode()))
+        )
+
+    async def invalidate_key(self, key: str) -> bool:
+        """Drop the response stored under ``key`` (what a route's ``key`` function returned)."""
+        return await drop_variants(self.cacher, bound_key(key))
+
+    async def invalidate_prefix(self, prefix: str) -> int:
+        """Drop every cached response whose URL starts with ``prefix``; return how many."""
+        return await self.cacher.invalidate_prefix(prefix_key(prefix))
+
+    # -- ASGI ------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not trio.lowlevel.in_trio_run():
+            await self._refusal(scope, receive, send)  # type: ignore[arg-type]
+            return
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        if kind != "http" or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        path = _below_root(scope)
+        route = self._route_of(path)
+        if route is None or (route.key is None and _has_credentials(scope)):
+            # A Cookie or Authorization may make the answer that user's: never shared.
+            await self.app(scope, receive, send)
+            return
+        await self._serve_request(route, path, scope, receive, send)
+
+    def _route_of(self, path: str) -> _Route | None:
+        for route in self._routes:
+            if route.regex.fullmatch(path):
+                return route
+        return None
+
+    async def _serve_request(
+        self, route: _Route, path: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        head = scope["method"] == "HEAD"
+        if not self._running and not await self._start_lazily():
+            text = "The server is starting or stopping."
+            answer = plain_answer(
+                503, text, self.settings.retry_after, "workerless; detail=not-running"
+            )
+            await _send_answer(send, answer, head)
+            return
+        settings = self.settings
+        headers = _headers(scope)
+        varied = route.vary
+        try:
+            key = variant(bound_key(route.key_of(scope, path)), varied, headers.get)
+        except Exception:
+            logger.exception("the key of %s failed", scope.get("path"))
+            answer = plain_answer(
+                500, "This request has no key.", settings.retry_after, "workerless; detail=error"
+            )
+            await _send_answer(send, answer, head)
+            return
+        if self._known_too_large(key):
+            await self.app(scope, receive, send)
+            return
+        try:
+            fetched = await self.cacher.fetch_result(
+                key,
+                partial(self._compute, scope, varied, route),
+                ttl=settings.ttl if route.ttl is None else route.ttl,
+                deadline=settings.deadline if route.deadline is None else route.deadline,
+                hard_limit=route.hard_limit,
+                cacheable=route._cacheable,
+                shareable=route._shareable_for(varied),
+                stale=route.stale,
+                stale_if_error=route.stale_if_error,
+            )
+        except StillComputing as exc:
+            where = location(scope, app_url(scope, path))
+            answer = pending_answer(exc, settings.retry_after, where)
+        except ComputationFailed as exc:
+            status = 504 if exc.timed_out else 502
+            text = "This page could not be computed."
+            answer = plain_answer(
+                status, text, settings.retry_after, "workerless; fwd=miss; detail=error"
+            )
+        except Overloaded:
+            text = "Too many pages are being computed; try again shortly."
+            answer = plain_answer(
+                503, text, settings.retry_after, "workerless; fwd=miss; detail=overloaded"
+            )
+        else:
+            if fetched.value is _TOO_LARGE:
+                self._remember_too_large(key)
+                await self.app(scope, receive, send)
+                return
+            browser_ttl = settings.browser_ttl if route.browser_ttl is None else route.browser_ttl
+            answer = fetched_answer(fetched, browser_ttl, headers.get)
+        await _send_answer(send, answer, head)
+
+    async def _compute(self, scope: Scope, varied: frozenset[str], route: _Route) -> CachedResponse:
+        """Run the request through the app with a copy of its scope; capture what it sends.
+
+        A HEAD computes the whole response (a GET serves it later).  The app runs in the
+        middleware's own nursery, so what it does after its response is complete (a
+        Starlette background task) does not hold the waiters; if this computation is
+        cancelled (hard limit, shutdown) before the response is complete, so is the app.
+        """
+        assert self._nursery is not None
+        child = {**scope, "method": "GET"}
+        limit = self.settings.max_value_bytes
+        capture = _Capture(limit)
+        done = trio.Event()
+        failure: list[BaseException] = []
+        app_scope = trio.CancelScope()
+
+        async def run() -> None:
+            with app_scope:
+                try:
+                    await self.app(child, capture.receive, capture.send)
+                except Exception as exc:
+                    failure.append(exc)
+            done.set()
+
+        self._nursery.start_soon(run)
+        try:
+            await _first(done, capture.complete)
+            if capture.status >= 500 and not capture.overflow:
+                # Starlette answers 500 and then re-raises: a raising app is a failed
+                # computation (502), as a raising view is.
+                await done.wait()
+        finally:
+            if capture.overflow or not capture.complete.is_set():
+                app_scope.cancel()
+        if capture.overflow:
+            return _TOO_LARGE
+        if failure and (capture.status >= 500 or not capture.complete.is_set()):
+            raise failure[0]
+        if not capture.complete.is_set():
+            raise RuntimeError(f"{route.name}: the app returned without a complete response")
+        response_headers = capture.headers
+        body = b"".join(capture.body)
+        if capture.status == 200 and header(response_headers, "etag") is None:
+            response_headers.append(("ETag", strong_etag(body)))
+        response = CachedResponse.build(capture.status, response_headers, body)
+        route.learn_vary(response, varied)
+        return response
+
+    def _known_too_large(self, key: str) -> bool:
+        expiry = self._too_large.get(key)
+        if expiry is None:
+            return False
+        if expiry > trio.current_time():
+            return True
+        del self._too_large[key]
+        return False
+
+    def _remember_too_large(self, key: str) -> None:
+        self._too_large[key] = trio.current_time() + self.settings.ttl
+        self._too_large.move_to_end(key)
+        while len(self._too_large) > _TOO_LARGE_KEYS:
+            self._too_large.popitem(last=False)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the lifespan to the app; start the cacher at its start-up, stop it first at its
+        shutdown (drain, grace), in a nursery that lives as long as the lifespan."""
+        async with trio.open_nursery() as nursery:
+
+            async def relayed() -> Message:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await self._start_in_lifespan(nursery)
+                elif message["type"] == "lifespan.shutdown":
+                    await self._shutdown()
+                return message
+
+            await self.app(scope, relayed, send)
+            nursery.cancel_scope.cancel()
+
+    async def _start_in_lifespan(self, nursery: trio.Nursery) -> None:
+        try:
+            await self._start(nursery)
+        except (WorkerlessError, ExceptionGroup) as exc:
+            errors = exc.exceptions if isinstance(exc, ExceptionGroup) else (exc,)
+            if not all(isinstance(error, WorkerlessError) for error in errors):
+                raise
+            message = "workerless could not start: " + "; ".join(map(str, errors))
+            stop_hypercorn_worker(message)  # in a hypercorn worker: the last line printed
+            raise errors[0].with_traceback(None) from None
+
+    async def _start(self, nursery: trio.Nursery) -> None:
+        settings = Settings.resolve(self._keywords, self._environ)
+        self.settings = settings
+        configure_cacher(self.cacher, settings)
+        self._stop = trio.Event()
+        self._stopped = trio.Event()
+        await nursery.start(self._serve)
+        logger.info("workerless middleware serving with %r", self.cacher.store)
+
+    async def _serve(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        # The apps' runs (see _compute) outlive the cacher: at shutdown it drains, gives the
+        # computations their grace and cancels them first; what still runs is cancelled after.
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    async with self.cacher:
+                        self._running = True
+                        nursery.start_soon(watch_hypercorn_shutdown, self.cacher.drain)
+                        task_status.started()
+                        await self._stop.wait()
+                finally:
+                    self._running = False
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None
+            self._stopped.set()
+
+    async def _shutdown(self) -> None:
+        self._stop.set()
+        with trio.move_on_after(self.settings.grace + 5):
+            await self._stopped.wait()
+
+    async def _start_lazily(self) -> bool:
+        """Start the cacher for a server or parent app that sent no lifespan; True if running.
+
+        One request starts it, in a trio system task (it lives as long as the server's
+        run); others wait for that start.  A failed start is logged, answered 503, and tried
+        again one ``retry_after`` later.
+        """
+        starting = self._starting
+        if starting is None:
+            if trio.current_time() - self._start_failed_at < self.settings.retry_after:
+                return False
+            starting = self._starting = trio.Event()
+            trio.lowlevel.spawn_system_task(self._run_detached, starting)
+        with trio.move_on_after(_FIRST_START_WAIT):
+            await starting.wait()
+        return self._running
+
+    async def _run_detached(self, started: trio.Event) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    await self._start(nursery)
+                finally:
+                    started.set()
+        except BaseException as exc:
+            if not isinstance(exc, trio.Cancelled):
+                logger.error("workerless could not start: %s", exc)
+            self._start_failed_at = trio.current_time()
+        finally:
+            self._starting = None
+
+
+class _Capture:
+    """What the app sends for one background request: its status, headers and body."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.status = 500
+        self.headers: list[tuple[str, str]] = []
+        self.body: list[bytes] = []
+        self.size = 0
+        self.overflow = False
+        self.complete = trio.Event()
+        self._asked = False
+
+    async def receive(self) -> Message:
+        if not self._asked:
+            self._asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        # The client of a background request never goes away: wait until cancelled.
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = int(message["status"])
+            self.headers = [
+                (name.decode("latin-1"), value.decode("latin-1"))
+                for name, value in message.get("headers", ())
+            ]
+        elif kind == "http.response.body" and not self.complete.is_set():
+            chunk = bytes(message.get("body", b""))
+            self.size += len(chunk)
+            if self.size > self.limit:
+                self.overflow = True
+                self.body.clear()
+                self.complete.set()
+                await trio.sleep_forever()  # until the computation cancels the app
+            self.body.append(chunk)
+            if not message.get("more_body", False) and not self.overflow:
+                self.complete.set()
+
+
+async def _first(*events: trio.Event) -> None:
+    """Return as soon as one of ``events`` is set."""
+    async with trio.open_nursery() as nursery:
+
+        async def wait(event: trio.Event) -> None:
+            await event.wait()
+            nursery.cancel_scope.cancel()
+
+        for event in events:
+            nursery.start_soon(wait, event)
+
+
+def _below_root(scope: Scope) -> str:
+    """The request's path below the mount point (ASGI ``root_path``), as routes match it."""
+    path: str = scope.get("path", "/")
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        path = path[len(root) :] or "/"
+    return path
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """The request's headers by lower-case name; repeated ones joined with ``, ``."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers", ()):
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
+def _has_credentials(scope: Scope) -> bool:
+    return any(
+        name.lower() in (b"cookie", b"authorization") for name, _ in scope.get("headers", ())
+    )
+
+
+async def _send_answer(send: Send, answer: Answer, head: bool) -> None:
+    """Send ``answer`` over ASGI, with its Content-Length (HEAD: the length, no body)."""
+    headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers]
+    if answer.status != 304 and not any(name.lower() == b"content-length" for name, _ in headers):
+        headers.append((b"content-length", str(len(answer.body)).encode()))
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send(
+        {"type": "http.response.body", "body": b"" if head else answer.body, "more_body": False}
+    )
