@@ -26,6 +26,7 @@ from ._errors import ComputationFailed, Overloaded, StillComputing, WorkerlessEr
 from ._events import Event, EventName
 from ._http import app_url
 from ._keys import bound_key, canonical_url
+from ._lifespan import LazyLifespan
 from ._response import CachedResponse, header, strong_etag
 from ._rules import SharingRules, drop_variants, is_success, prefix_key, variant
 from ._store import Store
@@ -110,7 +111,8 @@ class Workerless:
         if self.app is not None:
             raise RuntimeError("this Workerless is already attached to an app")
         self.app = app = check_app(app)
-        app.asgi_app = RequireTrio(app.asgi_app)  # type: ignore[method-assign]
+        # A mounted app gets no lifespan from its parent: it then starts on its first request.
+        app.asgi_app = RequireTrio(LazyLifespan(app.asgi_app))  # type: ignore[method-assign,arg-type]
         app.extensions["workerless"] = self
         if "workerless" not in app.blueprints:
             app.register_blueprint(

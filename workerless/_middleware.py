@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import mimetypes
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 import trio
 
 from ._answers import Answer, fetched_answer, pending_answer, plain_answer
+from ._assets import STATIC_DIR
 from ._cacher import Cacher
 from ._checks import RequireTrio, stop_hypercorn_worker, watch_hypercorn_shutdown
 from ._codecs import ResponseCodec
@@ -28,7 +30,8 @@ from ._errors import ComputationFailed, Overloaded, StillComputing, WorkerlessEr
 from ._events import Event, EventName
 from ._http import app_url, location
 from ._keys import bound_key, canonical_url
-from ._response import CachedResponse, header, strong_etag
+from ._lifespan import LazyLifespan
+from ._response import CachedResponse, etag_matches, header, strong_etag
 from ._rules import SharingRules, drop_variants, is_success, prefix_key, variant
 from ._store import Store
 
@@ -50,7 +53,6 @@ _TOO_LARGE_KEYS = 1024
 # What a computation returns when the app's body passed the limit: never stored nor shared
 # (no-store), so the request that started it runs the request through the app itself.
 _TOO_LARGE = CachedResponse(200, (("Cache-Control", "no-store"),), b"")
-_FIRST_START_WAIT = 30.0  # seconds a request waits for a lazy start (a store's connect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,8 +200,9 @@ class WorkerlessMiddleware:
         self.cacher: Cacher[CachedResponse] = Cacher(codec=ResponseCodec())
         self._refusal = RequireTrio(app)  # type: ignore[arg-type]
         self._running = False
-        self._starting: trio.Event | None = None
-        self._start_failed_at = -1.0
+        self._lifespan_seen = False
+        # Without a lifespan (a mounted app), the cacher's own one runs at the first request.
+        self._lazy = LazyLifespan(self._own_lifespan)
         self._stop = trio.Event()
         self._stopped = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -257,6 +260,8 @@ class WorkerlessMiddleware:
             await self.app(scope, receive, send)
             return
         path = _below_root(scope)
+        if path.startswith(STATIC_PREFIX) and await _send_asset(path, scope, send):
+            return
         route = self._route_of(path)
         if route is None or (route.key is None and _has_credentials(scope)):
             # A Cookie or Authorization may make the answer that user's: never shared.
@@ -274,7 +279,7 @@ class WorkerlessMiddleware:
         self, route: _Route, path: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
         head = scope["method"] == "HEAD"
-        if not self._running and not await self._start_lazily():
+        if not self._running and (self._lifespan_seen or not await self._lazy.ensure_started()):
             text = "The server is starting or stopping."
             answer = plain_answer(
                 503, text, self.settings.retry_after, "workerless; detail=not-running"
@@ -398,19 +403,33 @@ class WorkerlessMiddleware:
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the lifespan to the app; start the cacher at its start-up, stop it first at its
-        shutdown (drain, grace), in a nursery that lives as long as the lifespan."""
-        async with trio.open_nursery() as nursery:
+        shutdown (drain, grace), in a nursery that lives as long as the lifespan.
 
-            async def relayed() -> Message:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await self._start_in_lifespan(nursery)
-                elif message["type"] == "lifespan.shutdown":
-                    await self._shutdown()
-                return message
+        Should the app end its lifespan early (an app without lifespan support raises or
+        returns), the cacher stops with it and starts again on the next request.
+        """
+        shut_down = False
+        try:
+            async with trio.open_nursery() as nursery:
 
-            await self.app(scope, relayed, send)
-            nursery.cancel_scope.cancel()
+                async def relayed() -> Message:
+                    nonlocal shut_down
+                    message = await receive()
+                    if message["type"] == "lifespan.startup":
+                        await self._start_in_lifespan(nursery)
+                        self._lifespan_seen = True
+                    elif message["type"] == "lifespan.shutdown":
+                        shut_down = True
+                        await self._shutdown()
+                    return message
+
+                try:
+                    await self.app(scope, relayed, send)
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            if not shut_down:
+                self._lifespan_seen = False
 
     async def _start_in_lifespan(self, nursery: trio.Nursery) -> None:
         try:
@@ -458,36 +477,18 @@ class WorkerlessMiddleware:
         with trio.move_on_after(self.settings.grace + 5):
             await self._stopped.wait()
 
-    async def _start_lazily(self) -> bool:
-        """Start the cacher for a server or parent app that sent no lifespan; True if running.
-
-        One request starts it, in a trio system task (it lives as long as the server's
-        run); others wait for that start.  A failed start is logged, answered 503, and tried
-        again one ``retry_after`` later.
-        """
-        starting = self._starting
-        if starting is None:
-            if trio.current_time() - self._start_failed_at < self.settings.retry_after:
-                return False
-            starting = self._starting = trio.Event()
-            trio.lowlevel.spawn_system_task(self._run_detached, starting)
-        with trio.move_on_after(_FIRST_START_WAIT):
-            await starting.wait()
-        return self._running
-
-    async def _run_detached(self, started: trio.Event) -> None:
-        try:
-            async with trio.open_nursery() as nursery:
-                try:
-                    await self._start(nursery)
-                finally:
-                    started.set()
-        except BaseException as exc:
-            if not isinstance(exc, trio.Cancelled):
-                logger.error("workerless could not start: %s", exc)
-            self._start_failed_at = trio.current_time()
-        finally:
-            self._starting = None
+    async def _own_lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The cacher's lifespan alone, for `LazyLifespan` to run when none came."""
+        await receive()  # lifespan.startup
+        async with trio.open_nursery() as nursery:
+            try:
+                await self._start(nursery)
+            except (WorkerlessError, ExceptionGroup) as exc:
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # lifespan.shutdown, or cancelled when the run ends
+            await self._shutdown()
 
 
 class _Capture:
@@ -542,6 +543,33 @@ async def _first(*events: trio.Event) -> None:
 
         for event in events:
             nursery.start_soon(wait, event)
+
+
+STATIC_PREFIX = "/workerless/static/"
+# The client script, styles and spinner, by name, read once: the files of static/ itself.
+_ASSETS: dict[str, tuple[bytes, str, str]] = {}
+
+
+async def _send_asset(path: str, scope: Scope, send: Send) -> bool:
+    """Serve ``/workerless/static/<name>`` (the extension's URLs); False if no such file."""
+    name = path[len(STATIC_PREFIX) :]
+    if not _ASSETS:
+        for file in STATIC_DIR.iterdir():
+            if file.is_file():
+                kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+                body = file.read_bytes()
+                _ASSETS[file.name] = (body, kind, strong_etag(body))
+    asset = _ASSETS.get(name)
+    if asset is None:
+        return False
+    body, kind, etag = asset
+    if_none_match = _headers(scope).get("if-none-match")
+    headers = [("Content-Type", kind), ("ETag", etag), ("Cache-Control", "no-cache")]
+    if if_none_match is not None and etag_matches(if_none_match, etag):
+        await _send_answer(send, Answer(304, headers[1:], b""), head=True)
+    else:
+        await _send_answer(send, Answer(200, headers, body), head=scope["method"] == "HEAD")
+    return True
 
 
 def _below_root(scope: Scope) -> str:
