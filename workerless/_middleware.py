@@ -32,7 +32,7 @@ from ._http import app_url, location
 from ._keys import bound_key, canonical_url
 from ._lifespan import LazyLifespan
 from ._response import CachedResponse, etag_matches, header, strong_etag
-from ._rules import SharingRules, drop_variants, is_success, prefix_key, variant
+from ._rules import HeaderLookup, SharingRules, drop_variants, is_success, prefix_key, variant
 from ._store import Store
 
 __all__ = ["CachedRoute", "WorkerlessMiddleware"]
@@ -290,7 +290,7 @@ class WorkerlessMiddleware:
         headers = _headers(scope)
         varied = route.vary
         try:
-            key = variant(bound_key(route.key_of(scope, path)), varied, headers.get)
+            key = variant(bound_key(route.key_of(scope, path)), varied, headers)
         except Exception:
             logger.exception("the key of %s failed", scope.get("path"))
             answer = plain_answer(
@@ -333,7 +333,7 @@ class WorkerlessMiddleware:
                 await self.app(scope, receive, send)
                 return
             browser_ttl = settings.browser_ttl if route.browser_ttl is None else route.browser_ttl
-            answer = fetched_answer(fetched, browser_ttl, headers.get)
+            answer = fetched_answer(fetched, browser_ttl, headers)
         await _send_answer(send, answer, head)
 
     async def _compute(self, scope: Scope, varied: frozenset[str], route: _Route) -> CachedResponse:
@@ -563,7 +563,7 @@ async def _send_asset(path: str, scope: Scope, send: Send) -> bool:
     if asset is None:
         return False
     body, kind, etag = asset
-    if_none_match = _headers(scope).get("if-none-match")
+    if_none_match = _headers(scope)("if-none-match")
     headers = [("Content-Type", kind), ("ETag", etag), ("Cache-Control", "no-cache")]
     if if_none_match is not None and etag_matches(if_none_match, etag):
         await _send_answer(send, Answer(304, headers[1:], b""), head=True)
@@ -581,14 +581,17 @@ def _below_root(scope: Scope) -> str:
     return path
 
 
-def _headers(scope: Scope) -> dict[str, str]:
-    """The request's headers by lower-case name; repeated ones joined with ``, ``."""
-    headers: dict[str, str] = {}
-    for raw_name, raw_value in scope.get("headers", ()):
-        name = raw_name.decode("latin-1").lower()
-        value = raw_value.decode("latin-1")
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    return headers
+def _headers(scope: Scope) -> HeaderLookup:
+    """A lookup of the request's headers by lower-case name (repeated ones joined with
+    ``, ``), reading the scope only when asked: on a plain hit it is asked little."""
+    raw: Iterable[tuple[bytes, bytes]] = scope.get("headers", ())
+
+    def lookup(name: str) -> str | None:
+        wanted = name.encode("latin-1")
+        values = [value.decode("latin-1") for key, value in raw if key.lower() == wanted]
+        return ", ".join(values) if values else None
+
+    return lookup
 
 
 def _has_credentials(scope: Scope) -> bool:

@@ -7,6 +7,7 @@ subprocess (settings from WORKERLESS_* variables).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -48,6 +49,7 @@ def make_app(
 ) -> tuple[WorkerlessMiddleware, WorkerlessMiddleware, Probe]:
     """The wrapped app (twice: it is the middleware itself) and its probe."""
     probe = Probe()
+    marker_dir = os.environ.get("CONTRACT_MARKER_DIR")
 
     async def quick(request: Request) -> Response:
         name = request.path_params["name"]
@@ -64,8 +66,12 @@ def make_app(
     async def sleep(request: Request) -> Response:
         name = request.path_params["name"]
         probe.computations[f"sleep/{name}"] += 1
+        if marker_dir:
+            await trio.Path(marker_dir, f"{name}.started").write_text("started")
         await trio.sleep(float(request.query_params.get("t", "1")))
         probe.finished.append(name)
+        if marker_dir:
+            await trio.Path(marker_dir, name).write_text("finished")
         return HTMLResponse(f"slept {name}")
 
     async def boom(request: Request) -> Response:
@@ -152,4 +158,6 @@ def make_app(
     return middleware, middleware, probe
 
 
+if "CONTRACT_MARKER_DIR" in os.environ:  # run as a server process by the tests
+    logging.basicConfig(level=logging.INFO)
 app, middleware, probe = make_app(environ=os.environ)

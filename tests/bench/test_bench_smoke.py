@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
-    """A quick run exits 0, reports all seven scenarios, and counts computations right."""
+    """A quick run exits 0, reports all eight scenarios, and counts computations right."""
     out = tmp_path / "bench.json"
     done = subprocess.run(
         [sys.executable, str(RUN), "--quick", "--json", str(out)],
@@ -38,7 +38,7 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     results = report["results"]
     stores = report["stores"]
     assert report["failures"] == []
-    assert set(results) == {"1", "2", "3", "4", "5", "6", "7"}
+    assert set(results) == {"1", "2", "3", "4", "5", "6", "7", "8"}
 
     for store in stores:
         assert results["1"][store]["fragment"]["errors"] == 0
@@ -115,3 +115,10 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
         assert reload["with_etag"] == k
         assert reload["plain"]["statuses"] == {"200": k} and reload["plain"]["body_bytes"] > 0
         assert reload["etag"]["statuses"] == {"304": k} and reload["etag"]["body_bytes"] == 0
+
+    assert set(results["8"]) == set(stores)
+    for store in stores:
+        hit = results["8"][store]["hit"]
+        assert results["8"][store]["failures"] == []
+        assert hit["computations"] == 1  # every request after the first was a hit
+        assert hit["page"]["errors"] == hit["bare"]["errors"] == 0
