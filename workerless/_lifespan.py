@@ -9,20 +9,15 @@ lifespan on its first request instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable
 
 import trio
+
+from ._asgi import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["LazyLifespan"]
 
 logger = logging.getLogger("workerless")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _START_WAIT = 30.0  # seconds a request waits for the app's start-up (a store's connect)
 _RETRY_AFTER = 1.0  # seconds before a failed start-up is tried again

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import mimetypes
 import re
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -20,8 +19,22 @@ from urllib.parse import urlsplit
 
 import trio
 
-from ._answers import Answer, fetched_answer, pending_answer, plain_answer
-from ._assets import STATIC_DIR
+from ._answers import fetched_answer, pending_answer, plain_answer
+from ._asgi import (
+    STATIC_PREFIX,
+    ASGIApp,
+    Capture,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    first_of,
+    has_credentials,
+    header_lookup,
+    path_below_root,
+    send_answer,
+    send_asset,
+)
 from ._cacher import Cacher
 from ._checks import RequireTrio, stop_hypercorn_worker, watch_hypercorn_shutdown
 from ._codecs import ResponseCodec
@@ -31,8 +44,8 @@ from ._events import Event, EventName
 from ._http import app_url, location
 from ._keys import bound_key, canonical_url
 from ._lifespan import LazyLifespan
-from ._response import CachedResponse, etag_matches, header, strong_etag
-from ._rules import HeaderLookup, SharingRules, drop_variants, is_success, prefix_key, variant
+from ._response import CachedResponse, header, strong_etag
+from ._rules import SharingRules, drop_variants, is_success, prefix_key, variant
 from ._store import Store
 
 __all__ = ["CachedRoute", "WorkerlessMiddleware"]
@@ -40,11 +53,6 @@ __all__ = ["CachedRoute", "WorkerlessMiddleware"]
 logger = logging.getLogger("workerless")
 
 E = TypeVar("E", bound=Event)
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 ScopeKey = Callable[[Scope], str]
 
 # A response bigger than max_value_bytes is passed through; its key is remembered this long
@@ -259,11 +267,11 @@ class WorkerlessMiddleware:
         if kind != "http" or scope["method"] not in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
-        path = _below_root(scope)
-        if path.startswith(STATIC_PREFIX) and await _send_asset(path, scope, send):
+        path = path_below_root(scope)
+        if path.startswith(STATIC_PREFIX) and await send_asset(path, scope, send):
             return
         route = self._route_of(path)
-        if route is None or (route.key is None and _has_credentials(scope)):
+        if route is None or (route.key is None and has_credentials(scope)):
             # A Cookie or Authorization may make the answer that user's: never shared.
             await self.app(scope, receive, send)
             return
@@ -284,10 +292,10 @@ class WorkerlessMiddleware:
             answer = plain_answer(
                 503, text, self.settings.retry_after, "workerless; detail=not-running"
             )
-            await _send_answer(send, answer, head)
+            await send_answer(send, answer, head)
             return
         settings = self.settings
-        headers = _headers(scope)
+        headers = header_lookup(scope)
         varied = route.vary
         try:
             key = variant(bound_key(route.key_of(scope, path)), varied, headers)
@@ -296,7 +304,7 @@ class WorkerlessMiddleware:
             answer = plain_answer(
                 500, "This request has no key.", settings.retry_after, "workerless; detail=error"
             )
-            await _send_answer(send, answer, head)
+            await send_answer(send, answer, head)
             return
         if self._known_too_large(key):
             await self.app(scope, receive, send)
@@ -334,7 +342,7 @@ class WorkerlessMiddleware:
                 return
             browser_ttl = settings.browser_ttl if route.browser_ttl is None else route.browser_ttl
             answer = fetched_answer(fetched, browser_ttl, headers)
-        await _send_answer(send, answer, head)
+        await send_answer(send, answer, head)
 
     async def _compute(self, scope: Scope, varied: frozenset[str], route: _Route) -> CachedResponse:
         """Run the request through the app with a copy of its scope; capture what it sends.
@@ -347,7 +355,7 @@ class WorkerlessMiddleware:
         assert self._nursery is not None
         child = {**scope, "method": "GET"}
         limit = self.settings.max_value_bytes
-        capture = _Capture(limit)
+        capture = Capture(limit)
         done = trio.Event()
         failure: list[BaseException] = []
         app_scope = trio.CancelScope()
@@ -362,7 +370,7 @@ class WorkerlessMiddleware:
 
         self._nursery.start_soon(run)
         try:
-            await _first(done, capture.complete)
+            await first_of(done, capture.complete)
             if capture.status >= 500 and not capture.overflow:
                 # Starlette answers 500 and then re-raises: a raising app is a failed
                 # computation (502), as a raising view is.
@@ -489,123 +497,3 @@ class WorkerlessMiddleware:
             await send({"type": "lifespan.startup.complete"})
             await receive()  # lifespan.shutdown, or cancelled when the run ends
             await self._shutdown()
-
-
-class _Capture:
-    """What the app sends for one background request: its status, headers and body."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.status = 500
-        self.headers: list[tuple[str, str]] = []
-        self.body: list[bytes] = []
-        self.size = 0
-        self.overflow = False
-        self.complete = trio.Event()
-        self._asked = False
-
-    async def receive(self) -> Message:
-        if not self._asked:
-            self._asked = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        # The client of a background request never goes away: wait until cancelled.
-        await trio.sleep_forever()
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def send(self, message: Message) -> None:
-        kind = message["type"]
-        if kind == "http.response.start":
-            self.status = int(message["status"])
-            self.headers = [
-                (name.decode("latin-1"), value.decode("latin-1"))
-                for name, value in message.get("headers", ())
-            ]
-        elif kind == "http.response.body" and not self.complete.is_set():
-            chunk = bytes(message.get("body", b""))
-            self.size += len(chunk)
-            if self.size > self.limit:
-                self.overflow = True
-                self.body.clear()
-                self.complete.set()
-                await trio.sleep_forever()  # until the computation cancels the app
-            self.body.append(chunk)
-            if not message.get("more_body", False) and not self.overflow:
-                self.complete.set()
-
-
-async def _first(*events: trio.Event) -> None:
-    """Return as soon as one of ``events`` is set."""
-    async with trio.open_nursery() as nursery:
-
-        async def wait(event: trio.Event) -> None:
-            await event.wait()
-            nursery.cancel_scope.cancel()
-
-        for event in events:
-            nursery.start_soon(wait, event)
-
-
-STATIC_PREFIX = "/workerless/static/"
-# The client script, styles and spinner, by name, read once: the files of static/ itself.
-_ASSETS: dict[str, tuple[bytes, str, str]] = {}
-
-
-async def _send_asset(path: str, scope: Scope, send: Send) -> bool:
-    """Serve ``/workerless/static/<name>`` (the extension's URLs); False if no such file."""
-    name = path[len(STATIC_PREFIX) :]
-    if not _ASSETS:
-        for file in STATIC_DIR.iterdir():
-            if file.is_file():
-                kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-                body = file.read_bytes()
-                _ASSETS[file.name] = (body, kind, strong_etag(body))
-    asset = _ASSETS.get(name)
-    if asset is None:
-        return False
-    body, kind, etag = asset
-    if_none_match = _headers(scope)("if-none-match")
-    headers = [("Content-Type", kind), ("ETag", etag), ("Cache-Control", "no-cache")]
-    if if_none_match is not None and etag_matches(if_none_match, etag):
-        await _send_answer(send, Answer(304, headers[1:], b""), head=True)
-    else:
-        await _send_answer(send, Answer(200, headers, body), head=scope["method"] == "HEAD")
-    return True
-
-
-def _below_root(scope: Scope) -> str:
-    """The request's path below the mount point (ASGI ``root_path``), as routes match it."""
-    path: str = scope.get("path", "/")
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
-        path = path[len(root) :] or "/"
-    return path
-
-
-def _headers(scope: Scope) -> HeaderLookup:
-    """A lookup of the request's headers by lower-case name (repeated ones joined with
-    ``, ``), reading the scope only when asked: on a plain hit it is asked little."""
-    raw: Iterable[tuple[bytes, bytes]] = scope.get("headers", ())
-
-    def lookup(name: str) -> str | None:
-        wanted = name.encode("latin-1")
-        values = [value.decode("latin-1") for key, value in raw if key.lower() == wanted]
-        return ", ".join(values) if values else None
-
-    return lookup
-
-
-def _has_credentials(scope: Scope) -> bool:
-    return any(
-        name.lower() in (b"cookie", b"authorization") for name, _ in scope.get("headers", ())
-    )
-
-
-async def _send_answer(send: Send, answer: Answer, head: bool) -> None:
-    """Send ``answer`` over ASGI, with its Content-Length (HEAD: the length, no body)."""
-    headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers]
-    if answer.status != 304 and not any(name.lower() == b"content-length" for name, _ in headers):
-        headers.append((b"content-length", str(len(answer.body)).encode()))
-    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-    await send(
-        {"type": "http.response.body", "body": b"" if head else answer.body, "more_body": False}
-    )
