@@ -85,9 +85,15 @@ class CachedRoute:
 
 
 class _Route(SharingRules):
-    """A `CachedRoute` with the middleware's defaults filled in, and its sharing rules."""
+    """A `CachedRoute`, checked, with its sharing rules; ``key`` and ``cache_statuses`` fall
+    back to the middleware's, the numbers (None) to the settings, read at each request."""
 
-    def __init__(self, route: CachedRoute, defaults: CachedRoute) -> None:
+    def __init__(
+        self,
+        route: CachedRoute,
+        key: ScopeKey | None,
+        cache_statuses: Callable[[int], bool] | None,
+    ) -> None:
         pattern = route.pattern
         self.name = pattern if isinstance(pattern, str) else pattern.pattern
         where = f" of route {self.name!r}"
@@ -100,18 +106,14 @@ class _Route(SharingRules):
             if function is not None and not callable(function):
                 raise TypeError(f"{name}={where} must be a function, not {function!r}")
         self.regex = re.compile(fnmatch.translate(pattern)) if isinstance(pattern, str) else pattern
-        self.ttl = route.ttl if route.ttl is not None else defaults.ttl
-        self.deadline = route.deadline if route.deadline is not None else defaults.deadline
-        self.hard_limit = route.hard_limit if route.hard_limit is not None else defaults.hard_limit
-        self.key = route.key or defaults.key
-        self.stale = route.stale if route.stale is not None else defaults.stale
-        self.stale_if_error = (
-            route.stale_if_error if route.stale_if_error is not None else defaults.stale_if_error
-        )
-        self.browser_ttl = (
-            route.browser_ttl if route.browser_ttl is not None else defaults.browser_ttl
-        )
-        SharingRules.__init__(self, route.cache_statuses or defaults.cache_statuses or is_success)
+        self.ttl = route.ttl
+        self.deadline = route.deadline
+        self.hard_limit = route.hard_limit
+        self.key = route.key or key
+        self.stale = route.stale
+        self.stale_if_error = route.stale_if_error
+        self.browser_ttl = route.browser_ttl
+        SharingRules.__init__(self, route.cache_statuses or cache_statuses or is_success)
 
     def key_of(self, scope: Scope, path: str) -> str:
         """The request's key before its variant: the key function's, or path plus query."""
@@ -194,10 +196,12 @@ class WorkerlessMiddleware:
         for name, function in (("key", key), ("cache_statuses", cache_statuses)):
             if function is not None and not callable(function):
                 raise TypeError(f"{name}= must be a function, not {function!r}")
-        # Per-route defaults left unset here are read from the settings at each request.
-        defaults = CachedRoute("", key=key, cache_statuses=cache_statuses)
         self._routes = [
-            _Route(route if isinstance(route, CachedRoute) else CachedRoute(route), defaults)
+            _Route(
+                route if isinstance(route, CachedRoute) else CachedRoute(route),
+                key,
+                cache_statuses,
+            )
             for route in routes
         ]
         if not self._routes:
