@@ -83,6 +83,7 @@ async def test_store_down_and_up_events_when_redis_stops_and_starts() -> None:
         async with Cacher(RedisStore(server.url, near_ttl=0)) as cacher:
             with trio.fail_after(30), capture_events(cacher) as events:
                 assert await cacher.fetch("before", _value, route="/r") == "value"
+                await cacher.wait_idle()  # its store, announce and release are done
                 server.stop()
                 assert await cacher.fetch("during", _value, route="/r") == "value"
                 assert await cacher.fetch("during-2", _value, route="/r") == "value"

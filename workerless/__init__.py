@@ -28,6 +28,7 @@ from ._events import (
 from ._flight import Fetched
 from ._fragment import FragmentRoute, Workerless
 from ._memory import MemoryStore
+from ._middleware import CachedRoute, WorkerlessMiddleware
 from ._page import stream_template
 from ._redis import RedisStore
 from ._response import CachedResponse
@@ -38,6 +39,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CachedResponse",
+    "CachedRoute",
     "Cacher",
     "CacherStatistics",
     "Codec",
@@ -73,6 +75,7 @@ __all__ = [
     "Watch",
     "Workerless",
     "WorkerlessError",
+    "WorkerlessMiddleware",
     "__version__",
     "store_from_url",
     "stream_template",

@@ -6,7 +6,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from ._errors import ConfigurationError
@@ -14,7 +14,10 @@ from ._memory import MemoryStore
 from ._redis_errors import redact_url
 from ._store import DEFAULT_MAX_VALUE_BYTES, MAX_LEASE, Store
 
-__all__ = ["Settings", "check_keyword", "store_from_url"]
+if TYPE_CHECKING:
+    from ._cacher import Cacher
+
+__all__ = ["Settings", "check_keyword", "configure_cacher", "store_from_url"]
 
 DEFAULT_STORE = "memory://"
 _ZERO_ALLOWED = frozenset(
@@ -138,3 +141,26 @@ def store_from_url(
         f"store URL {redact_url(url)!r}: expected memory://, redis://, rediss://, unix://, "
         "redis+sentinel:// or redis+cluster://"
     )
+
+
+def configure_cacher(cacher: Cacher[Any], settings: Settings) -> None:
+    """Give a cacher that is not running the store and limits ``settings`` name."""
+    store = settings.store
+    cacher.store = (
+        store
+        if isinstance(store, Store)
+        else store_from_url(
+            store,
+            prefix=settings.prefix,
+            near_ttl=settings.near_ttl,
+            max_value_bytes=settings.max_value_bytes,
+        )
+    )
+    cacher.ttl = settings.ttl
+    cacher.hard_limit = settings.hard_limit
+    cacher.lease = settings.lease
+    cacher.grace = settings.grace
+    cacher.max_computations = settings.max_computations
+    cacher.stale = settings.stale
+    cacher.stale_if_error = settings.stale_if_error
+    cacher.early_refresh = settings.early_refresh

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import logging
-import multiprocessing
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any, ParamSpec, TypeVar
-from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import trio
 from quart import Blueprint, Request, Response, current_app, request
@@ -21,10 +18,10 @@ from werkzeug.exceptions import HTTPException
 from ._answers import pending, plain, respond
 from ._assets import STATIC_DIR, TEMPLATES_DIR
 from ._cacher import Cacher
-from ._checks import RequireTrio, check_app, stop_hypercorn_worker
+from ._checks import RequireTrio, check_app, stop_hypercorn_worker, watch_hypercorn_shutdown
 from ._clients import adapt_for_client
 from ._codecs import ResponseCodec
-from ._config import Settings, check_keyword, store_from_url
+from ._config import Settings, check_keyword, configure_cacher
 from ._errors import (
     ComputationFailed,
     ConfigurationError,
@@ -35,16 +32,12 @@ from ._errors import (
 from ._events import Event, EventName
 from ._flight import Fetched
 from ._http import app_url
-from ._keys import _SAFE_PATH, bound_key, canonical_url
+from ._keys import bound_key, canonical_url
+from ._lifespan import LazyLifespan
 from ._log import fields
 from ._metrics import CacherCollector, metrics_body, require_prometheus, statistics_body
-from ._response import (
-    CachedResponse,
-    header,
-    is_private,
-    strong_etag,
-    vary_names,
-)
+from ._response import CachedResponse, header, strong_etag
+from ._rules import SharingRules, drop_variants, is_success, prefix_key, variant
 from ._store import Store
 from ._stream_state import current_page
 
@@ -135,7 +128,8 @@ class Workerless:
         if self.app is not None:
             raise RuntimeError("this Workerless is already attached to an app")
         self.app = app = check_app(app)
-        app.asgi_app = RequireTrio(app.asgi_app)  # type: ignore[method-assign]
+        # A mounted app gets no lifespan from its parent: it then starts on its first request.
+        app.asgi_app = RequireTrio(LazyLifespan(app.asgi_app))  # type: ignore[method-assign,arg-type]
         app.extensions["workerless"] = self
         if "workerless" not in app.blueprints:
             app.register_blueprint(
@@ -220,7 +214,7 @@ class Workerless:
                 deadline=deadline,
                 hard_limit=hard_limit,
                 key=None if key is None else _checked_key(key, rule),
-                cache_statuses=cache_statuses or _is_success,
+                cache_statuses=cache_statuses or is_success,
                 stale=stale,
                 stale_if_error=stale_if_error,
                 browser_ttl=browser_ttl,
@@ -258,16 +252,11 @@ class Workerless:
         return await self._drop(bound_key(key))
 
     async def _drop(self, key: str) -> bool:
-        """Drop ``key`` and its variants (one per value of the headers it varies on, one per
-        credentials), which live under ``key`` + VARIANT_MARK."""
-        removed = await self.cacher.invalidate(key)
-        return await self.cacher.invalidate_prefix(key + VARIANT_MARK) > 0 or removed
+        return await drop_variants(self.cacher, key)
 
     async def invalidate_prefix(self, prefix: str) -> int:
         """Drop every cached fragment whose URL starts with ``prefix``; return how many."""
-        return await self.cacher.invalidate_prefix(
-            quote(unquote_to_bytes(prefix), safe=_SAFE_PATH + "?=&")
-        )
+        return await self.cacher.invalidate_prefix(prefix_key(prefix))
 
     def _custom_key_rule(self, path: str) -> str | None:
         """The rule of the fragment route with its own key= that ``path`` reaches, if any."""
@@ -301,26 +290,7 @@ class Workerless:
     async def _start(self) -> None:
         settings = Settings.resolve(self._keywords, self._environ)
         self.settings = settings
-        store = settings.store
-        cacher = self.cacher
-        cacher.store = (
-            store
-            if isinstance(store, Store)
-            else store_from_url(
-                store,
-                prefix=settings.prefix,
-                near_ttl=settings.near_ttl,
-                max_value_bytes=settings.max_value_bytes,
-            )
-        )
-        cacher.ttl = settings.ttl
-        cacher.hard_limit = settings.hard_limit
-        cacher.lease = settings.lease
-        cacher.grace = settings.grace
-        cacher.max_computations = settings.max_computations
-        cacher.stale = settings.stale
-        cacher.stale_if_error = settings.stale_if_error
-        cacher.early_refresh = settings.early_refresh
+        configure_cacher(self.cacher, settings)
         assert self.app is not None
         # Quart cancels background tasks this long after shutdown begins: leave room for grace.
         timeout = self.app.config.get("BACKGROUND_TASK_SHUTDOWN_TIMEOUT")
@@ -330,7 +300,7 @@ class Workerless:
         self._stop = trio.Event()
         self._stopped = trio.Event()
         await self.app.nursery.start(self._serve)
-        logger.info("workerless serving with %r", cacher.store, extra=fields())
+        logger.info("workerless serving with %r", self.cacher.store, extra=fields())
 
     def _expose_figures(self, settings: Settings) -> None:
         """Route the metrics and statistics endpoints the settings ask for (once per path)."""
@@ -378,24 +348,10 @@ class Workerless:
             await self._stopped.wait()
 
     async def _watch_hypercorn_shutdown(self) -> None:
-        # Hypercorn tells the app nothing until in-flight requests are done or cut at its
-        # graceful_timeout.  Its worker processes poll a shutdown event they receive as an
-        # argument; we watch the same event, so held requests are answered 202 in time.
-        kwargs = getattr(multiprocessing.current_process(), "_kwargs", None)
-        event: Any = kwargs.get("shutdown_event") if isinstance(kwargs, dict) else None
-        if not callable(getattr(event, "is_set", None)):
-            return
-        while not event.is_set():  # noqa: ASYNC110 - a process-shared flag: polling is the only way
-            await trio.sleep(0.1)
-        logger.info("server shutting down: answering waiting requests 202", extra=fields())
-        self.cacher.drain()
+        await watch_hypercorn_shutdown(self.cacher.drain)
 
 
 _FIGURES_HEADERS = {"Cache-Control": "no-store"}
-
-
-def _is_success(status: int) -> bool:
-    return 200 <= status < 300
 
 
 def _checked_key(key: KeyFunction, rule: str) -> KeyFunction:
@@ -413,8 +369,9 @@ def _checked_key(key: KeyFunction, rule: str) -> KeyFunction:
     return checked
 
 
-class FragmentRoute:
-    """One fragment route: its key, limits, and the view it runs in the background."""
+class FragmentRoute(SharingRules):
+    """One fragment route: its key, limits, the view it runs in the background, and (from
+    `SharingRules`) which of the view's responses are stored and shared."""
 
     def __init__(
         self,
@@ -438,23 +395,10 @@ class FragmentRoute:
         self.deadline = deadline
         self.hard_limit = hard_limit
         self.key = key
-        self.cache_statuses = cache_statuses
+        SharingRules.__init__(self, cache_statuses)
         self.stale = stale
         self.stale_if_error = stale_if_error
         self.browser_ttl = browser_ttl
-
-        # Request headers the view's responses were seen to vary on (``Vary``), learned from
-        # its responses: they become part of the key from then on.
-        self.vary: frozenset[str] = frozenset()
-        self._shareables: dict[frozenset[str], Callable[[CachedResponse], bool]] = {}
-
-    def _cacheable(self, response: CachedResponse) -> bool:
-        return self.cache_statuses(response.status)
-
-    def _shareable(self, varied: frozenset[str], response: CachedResponse) -> bool:
-        """Whether a response computed under a key covering ``varied`` may serve others."""
-        names = vary_names(response.headers)
-        return not is_private(response.headers) and "*" not in names and names <= varied
 
     async def _compute(self, view_args: dict[str, Any], varied: frozenset[str]) -> CachedResponse:
         """Run the view in the background and capture its response, with its ETag.
@@ -479,11 +423,7 @@ class FragmentRoute:
         if made.status_code == 200 and header(headers, "etag") is None:
             headers.append(("ETag", strong_etag(body)))
         response = CachedResponse.build(made.status_code, headers, body)
-        names = vary_names(response.headers) - varied - {"*"}
-        if names:
-            learned = self.vary | names
-            # A view varying on more than a few headers is per-request: leave it uncached.
-            self.vary = learned if len(learned) <= _MAX_VARY else self.vary
+        self.learn_vary(response, varied)
         return response
 
     async def handle(self, **view_args: Any) -> Response:
@@ -554,35 +494,13 @@ class FragmentRoute:
             shareable=self._shareable_for(varied),
             stale=self.stale,
             stale_if_error=self.stale_if_error,
+            route=self.rule,
         )
-
-    def _shareable_for(self, varied: frozenset[str]) -> Callable[[CachedResponse], bool]:
-        """`_shareable` bound to ``varied``, made once per value of it (not once per request)."""
-        bound = self._shareables.get(varied)
-        if bound is None:
-            bound = self._shareables[varied] = partial(self._shareable, varied)
-        return bound
-
-
-_MAX_VARY = 8
-VARIANT_MARK = "#v="
 
 
 def _variant(key: str, varied: frozenset[str]) -> str:
-    """``key`` for this request's values of the headers the route varies on.
-
-    A request with credentials (``Authorization``) always gets a key of its own: a shared
-    answer is never served to it, nor its answer to anyone else (RFC 9111 section 3.5).
-    """
-    names = sorted(varied)
-    credentials = request.headers.get("Authorization")
-    if credentials is not None and "authorization" not in varied:
-        names.append("authorization")
-    if not names:
-        return key
-    values = [[name, request.headers.get(name, "")] for name in names]
-    digest = hashlib.sha256(json.dumps(values).encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{key}{VARIANT_MARK}{digest[:32]}"
+    """``key`` for the current request's values of ``varied`` and its credentials."""
+    return variant(key, varied, request.headers.get)
 
 
 def _request_url() -> str:

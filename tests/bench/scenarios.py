@@ -31,6 +31,7 @@ __all__ = [
     "time_to_fragment",
     "wakeup",
     "wrk_cell",
+    "wrk_pair",
 ]
 
 Outcome = tuple[dict[str, Any], list[Row]]
@@ -143,16 +144,8 @@ def hit_overhead(
     _, headers, body = server.request("/fragment")
     if body != bare or not headers.get("cache-status", "").startswith("workerless; hit"):
         raise RuntimeError(f"/fragment is not a hit of the same bytes: {headers}")
-    targets = {"bare": (server, "/bare"), "fragment": (server, "/fragment")}
-    runs, figures = take_turns(targets, sizes, redis_pid)
+    figures, ratio, runs = wrk_pair(server, "fragment", "bare", sizes, redis_pid)
     fragment, plain = figures["fragment"], figures["bare"]
-    paired = list(zip(runs["fragment"], runs["bare"], strict=True))
-    ratio = {
-        # Per-round ratios first: both routes of a round ran under the same conditions.
-        name: statistics.median(f[name] / b[name] for f, b in paired)
-        for name in ("rate", "p50", "p99")
-    }
-    ratio["cpu_per_request"] = fragment["cpu_per_request"] / plain["cpu_per_request"]
     result = {
         "goal_rate_ratio": HIT_GOAL[store],
         "connections": sizes.wrk_connections,
@@ -178,6 +171,27 @@ def hit_overhead(
         f"p50 {times(ratio['p50'])}, p99 {times(ratio['p99'])}",
     )
     return result, [row]
+
+
+def wrk_pair(
+    server: AppServer, route: str, baseline: str, sizes: Sizes, redis_pid: int | None
+) -> tuple[dict[str, dict[str, Any]], dict[str, float], dict[str, list[dict[str, Any]]]]:
+    """wrk on ``route`` and on ``baseline`` (paths without their ``/``) by `take_turns`.
+
+    Returns each route's figures, the ratios route/baseline, and every run.
+    """
+    targets = {baseline: (server, f"/{baseline}"), route: (server, f"/{route}")}
+    runs, figures = take_turns(targets, sizes, redis_pid)
+    paired = list(zip(runs[route], runs[baseline], strict=True))
+    ratio = {
+        # Per-round ratios first: both routes of a round ran under the same conditions.
+        name: statistics.median(f[name] / b[name] for f, b in paired)
+        for name in ("rate", "p50", "p99")
+    }
+    ratio["cpu_per_request"] = (
+        figures[route]["cpu_per_request"] / figures[baseline]["cpu_per_request"]
+    )
+    return figures, ratio, runs
 
 
 def take_turns(

@@ -31,7 +31,7 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
         [sys.executable, str(RUN), "--quick", "--json", str(out)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
@@ -39,7 +39,7 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     results = report["results"]
     stores = report["stores"]
     assert report["failures"] == []
-    assert set(results) == {"1", "2", "3", "4", "5", "6", "7", "9", "10"}
+    assert set(results) == {"1", "2", "3", "4", "5", "6", "7", "8", "9", "10"}
 
     for store in stores:
         assert results["1"][store]["fragment"]["errors"] == 0
@@ -134,3 +134,9 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     assert all(
         load["requests"] == 1 + complete["fragments"] for load in complete["loads"]["fetched"]
     )
+    assert set(results["8"]) == set(stores)
+    for store in stores:
+        hit = results["8"][store]["hit"]
+        assert results["8"][store]["failures"] == []
+        assert hit["computations"] == 1  # every request after the first was a hit
+        assert hit["page"]["errors"] == hit["bare"]["errors"] == 0
