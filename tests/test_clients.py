@@ -1,22 +1,65 @@
-"""What fragment routes send to htmx (HX-Request) and Turbo (Turbo-Frame), over real HTTP."""
+"""What cached routes send to htmx (HX-Request) and Turbo (Turbo-Frame), over real HTTP: the
+same answers from fragment routes and from WorkerlessMiddleware in front of Starlette."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 import trio
-from apps.clients_app import make_app
+from apps.clients_app import SLOW_DEADLINE, make_app
 from servers import serve_in_process
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse
+from starlette.routing import Route
+
+from workerless import CachedRoute, WorkerlessMiddleware
 
 HTMX = {"HX-Request": "true"}
 SLOW = "/fragment/slow?t=1.5"  # past its 0.5 s deadline
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    app, _, _ = make_app()
+def starlette_app() -> Any:
+    """The fragments of apps/clients_app.py as a Starlette app behind WorkerlessMiddleware."""
+    failures: Counter[str] = Counter()
+
+    async def fast(request: Request) -> HTMLResponse:
+        return HTMLResponse('<p class="content">fast content</p>')
+
+    async def slow(request: Request) -> HTMLResponse:
+        await trio.sleep(float(request.query_params["t"]))
+        return HTMLResponse('<p class="content">slow content</p>')
+
+    async def failing(request: Request) -> HTMLResponse:
+        failures[request.url.query] += 1
+        if failures[request.url.query] == 1:  # the first computation per key fails
+            raise RuntimeError("upstream exploded")
+        return HTMLResponse('<p class="content">failing content, after a retry</p>')
+
+    async def framed(request: Request) -> HTMLResponse:
+        return HTMLResponse('<turbo-frame id="framed"><p>wrapped by the view</p></turbo-frame>')
+
+    async def json(request: Request) -> JSONResponse:
+        return JSONResponse({"kind": "json"})
+
+    async def missing(request: Request) -> HTMLResponse:
+        raise HTTPException(404)
+
+    views = {"fast": fast, "slow": slow, "failing": failing, "framed": framed, "json": json}
+    routes = [Route(f"/fragment/{name}", view) for name, view in views.items()]
+    app = Starlette(routes=[*routes, Route("/fragment/missing", missing)])
+    cached = [CachedRoute("/fragment/slow", deadline=SLOW_DEADLINE), "/fragment/*"]
+    return WorkerlessMiddleware(app, routes=cached, store="memory://", environ={})
+
+
+@pytest.fixture(params=["fragment", "middleware"])
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+    app = make_app()[0] if request.param == "fragment" else starlette_app()
     async with serve_in_process(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
         yield http
 

@@ -35,7 +35,8 @@ LIMIT = 150_000  # max_value_bytes of the recorder's middleware
 @dataclass
 class Recorder:
     """A bare ASGI app that records what reaches it, and answers as its query string says:
-    ``status=N``, ``chunks=N`` body chunks of ``size=N`` bytes each."""
+    ``status=N``, ``chunks=N`` body chunks of ``size=N`` bytes each, after ``sleep=S``
+    seconds, with ``cc=`` as its Cache-Control and ``cookie=`` as its Set-Cookie."""
 
     calls: Counter[str] = field(default_factory=Counter)
     lifespan: list[str] = field(default_factory=list)
@@ -69,7 +70,11 @@ class Recorder:
         query = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode()).items()}
         chunks, size = int(query.get("chunks", 1)), int(query.get("size", 0))
         text = f"{name} #{self.calls[name]} {body.decode()}".encode()
+        await trio.sleep(float(query.get("sleep", 0)))
         headers = [(b"content-type", b"text/plain")]
+        for asked, name in (("cc", b"cache-control"), ("cookie", b"set-cookie")):
+            if asked in query:
+                headers.append((name, query[asked].encode()))
         await send(
             {
                 "type": "http.response.start",
@@ -158,6 +163,72 @@ async def test_cookie_and_authorization_are_never_shared(recorded: Recorded) -> 
         "GET /keyed/me #2 ",
         "GET /keyed/me #1 ",
     ]
+
+
+async def test_public_answers_serve_and_come_from_requests_with_credentials(
+    recorded: Recorded,
+) -> None:
+    """A response marked public, computed for a request with a cookie, is stored for everyone
+    (its Set-Cookie to that user only) and served to requests with other credentials."""
+    path = "/cached/public?cc=public,max-age=60&cookie=session=alice"
+    client = recorded.client
+    with trio.fail_after(10):
+        alice = await client.get(path, headers={"Cookie": "user=alice"})
+        client.cookies.clear()  # httpx kept Alice's new cookie: the next one has none
+        anonymous = await client.get(path)
+        bob = await client.get(path, headers={"Authorization": "Bearer bob"})
+        carol = await client.get(path, headers={"Cookie": "user=carol"})
+    assert alice.headers["cache-status"] == "workerless; fwd=miss; stored"
+    assert alice.headers["set-cookie"] == "session=alice"
+    for response in (anonymous, bob, carol):
+        assert response.text == alice.text == "GET /cached/public #1 "
+        assert response.headers["cache-status"].startswith("workerless; hit")
+        assert response.headers["cache-control"] == "public,max-age=60"
+        assert "set-cookie" not in response.headers
+    assert recorded.recorder.calls["GET /cached/public"] == 1
+
+
+async def test_answers_not_public_never_cross_credentials(recorded: Recorded) -> None:
+    """Without public, a response computed for a request with credentials is that user's
+    alone (with its Set-Cookie), and a stored or joined response is never served to one:
+    each such request runs through the app for itself."""
+    client = recorded.client
+    slow = "/cached/joined?sleep=0.5"
+    with trio.fail_after(10):
+        alice = await client.get("/cached/own?cookie=session=alice", headers={"Cookie": "a=1"})
+        client.cookies.clear()  # httpx kept Alice's new cookie: the next one has none
+        anonymous = await client.get("/cached/own?cookie=session=alice")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.get, slow)
+            await trio.sleep(0.2)  # the anonymous computation runs; Bob's request comes
+            bob = await client.get(slow, headers={"Authorization": "Bearer bob"})
+        anonymous_again = await client.get(slow)
+    assert alice.headers["cache-status"] == "workerless; fwd=miss"
+    assert alice.headers["set-cookie"] == "session=alice"
+    assert anonymous.text == "GET /cached/own #2 "
+    assert "set-cookie" not in anonymous.headers
+    assert bob.text == "GET /cached/joined #2 "
+    assert "cache-status" not in bob.headers  # the app's own answer, straight through
+    assert anonymous_again.text == "GET /cached/joined #1 "
+
+
+async def test_public_answer_for_credentials_is_one_computation(recorded: Recorded) -> None:
+    """40 concurrent cold requests with different credentials, and anonymous ones, on a
+    public answer cause one downstream call; all get its body."""
+    path = "/cached/crowd?cc=public&sleep=0.3"
+    bodies: list[str] = []
+
+    async def one(i: int) -> None:
+        headers = {} if i % 4 == 0 else {"Cookie": f"user=u{i}"}
+        response = await recorded.client.get(path, headers=headers)
+        bodies.append(response.text)
+
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            for i in range(40):
+                nursery.start_soon(one, i)
+    assert bodies == ["GET /cached/crowd #1 "] * 40
+    assert recorded.recorder.calls["GET /cached/crowd"] == 1
 
 
 async def test_5xx_from_the_app_is_passed_on_never_cached(recorded: Recorded) -> None:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from quart import Response, current_app, request
 from werkzeug.datastructures import Headers
 
-from ._clients import VARIES_ON
 from ._config import Settings
 from ._errors import StillComputing
 from ._flight import Fetched
@@ -23,6 +22,7 @@ from ._response import CachedResponse, etag_matches
 from ._rules import HeaderLookup
 
 __all__ = [
+    "VARIES_ON",
     "Answer",
     "cache_status",
     "fetched_answer",
@@ -32,6 +32,10 @@ __all__ = [
     "plain_answer",
     "respond",
 ]
+
+
+# Every answer varies on the headers of the client libraries it is adapted for (see _clients).
+VARIES_ON = ("HX-Request", "Turbo-Frame")
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,13 +4,17 @@ background response, answers and the client assets sent over ASGI."""
 from __future__ import annotations
 
 import mimetypes
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
+from urllib.parse import quote
 
 import trio
 
 from ._answers import Answer
 from ._assets import STATIC_DIR
+from ._http import location
+from ._keys import _SAFE_PATH
 from ._response import etag_matches, strong_etag
 from ._rules import HeaderLookup
 
@@ -20,11 +24,13 @@ __all__ = [
     "Capture",
     "Message",
     "Receive",
+    "RecentKeys",
     "Scope",
     "Send",
     "first_of",
     "has_credentials",
     "header_lookup",
+    "own_url",
     "path_below_root",
     "send_answer",
     "send_asset",
@@ -79,6 +85,30 @@ class Capture:
                 self.complete.set()
 
 
+class RecentKeys:
+    """Keys remembered for a while each (at most ``size`` of them, the oldest forgotten first)."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._expiries: OrderedDict[str, float] = OrderedDict()
+
+    def __contains__(self, key: str) -> bool:
+        expiry = self._expiries.get(key)
+        if expiry is None:
+            return False
+        if expiry > trio.current_time():
+            return True
+        del self._expiries[key]
+        return False
+
+    def add(self, key: str, seconds: float) -> None:
+        """Remember ``key`` for ``seconds``."""
+        self._expiries[key] = trio.current_time() + seconds
+        self._expiries.move_to_end(key)
+        while len(self._expiries) > self.size:
+            self._expiries.popitem(last=False)
+
+
 async def first_of(*events: trio.Event) -> None:
     """Return as soon as one of ``events`` is set."""
     async with trio.open_nursery() as nursery:
@@ -125,6 +155,14 @@ def path_below_root(scope: Scope) -> str:
     if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
         path = path[len(root) :] or "/"
     return path
+
+
+def own_url(scope: Scope, path: str) -> str:
+    """The request's path (``path``, below the mount point) and query as the browser asked,
+    with the mount point: a path on this host (see `location`), for links back to it."""
+    query = scope.get("query_string", b"").decode("latin-1")
+    url = quote(path.encode("utf-8", "surrogatepass"), safe=_SAFE_PATH)
+    return location(scope, url + (f"?{quote(query, safe=_SAFE_PATH + '?/%')}" if query else ""))
 
 
 def header_lookup(scope: Scope) -> HeaderLookup:

@@ -343,6 +343,34 @@ class Cacher(Generic[T]):
             outcome.value, source, stored=outcome.stored, store_available=flight.store_available
         )
 
+    async def lookup(
+        self, key: str, *, hit: Callable[[T], bool] | None = None, route: str = ""
+    ) -> Fetched[T] | None:
+        """The value stored under ``key`` while fresh (source ``"hit"``) or in its stale window
+        (``"stale"``); None if there is none, it is unreadable or older, or the store is down.
+
+        Never computes, refreshes or waits: for a caller that must judge a stored value before
+        it may use it (then `fetch_result` serves a stale one and refreshes it).  A fresh value
+        for which ``hit(value)`` is true (None: any) is counted and announced as a hit.
+        """
+        if self._nursery is None:
+            raise RuntimeError("the Cacher is not running: use `async with cacher:` first")
+        entry = await self._guard.get(key, route)
+        found = self._read(key, entry, route)
+        if found is None:
+            return None
+        value, envelope = found
+        position, fresh_left = standing(envelope, entry.ttl if entry else None)
+        if position is Standing.STALE:
+            return Fetched(value, "stale", stored=True, ttl=fresh_left)
+        if position is not Standing.FRESH:
+            return None
+        left = None if fresh_left == math.inf else fresh_left
+        if hit is None or hit(value):
+            (self._tallies.get(route) or self._tally(route)).hits += 1
+            self._emit(Hit(key, left, route=route))
+        return Fetched(value, "hit", stored=True, ttl=left)
+
     def _rules(
         self,
         ttl: float | None,

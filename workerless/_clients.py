@@ -1,28 +1,31 @@
-"""What a fragment route sends to htmx (``HX-Request``) and Turbo Frames (``Turbo-Frame``).
+"""What a cached route sends to htmx (``HX-Request``) and Turbo Frames (``Turbo-Frame``).
 
-The cache always holds the view's own response; the adaptation happens here, per request, on
+The cache always holds the app's own response; the adaptation happens here, per request, on
 the way out.  So no request header is part of the key, every client shares one cached entry,
-and a plain request never gets a body adapted for htmx or Turbo.  Every fragment response says
+and a plain request never gets a body adapted for htmx or Turbo.  Every answer says
 ``Vary: HX-Request, Turbo-Frame`` so HTTP caches keep the variants apart too.
+
+`adapt_answer` works on framework-neutral `Answer` values (`WorkerlessMiddleware` sends its
+answers through it); `adapt_for_client` applies it to a fragment route's Quart response.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from html import escape
 from urllib.parse import urlsplit
 
-from quart import Response, current_app, request
+from quart import Response, request
 from werkzeug.datastructures import Headers
 
-from ._response import etag_matches
+from ._answers import VARIES_ON, Answer
+from ._response import etag_matches, header
+from ._rules import HeaderLookup
 
-__all__ = ["VARIES_ON", "adapt_for_client"]
+__all__ = ["VARIES_ON", "adapt_answer", "adapt_for_client"]
 
-# Every fragment answer varies on these (the answers module adds them, see _answers).
-VARIES_ON = ("HX-Request", "Turbo-Frame")
-
-# The Cache-Status details (see _fragment) of the answers workerless writes itself.
+# The Cache-Status details (see _answers) of the answers workerless writes itself.
 _PENDING = frozenset({"pending", "shutting-down"})
 _FAILED = frozenset({"error", "not-running", "overloaded"})
 
@@ -32,30 +35,54 @@ _KEPT = frozenset({"cache-control", "cache-status", "content-location", "etag", 
 
 _ERROR_MESSAGE = "This part of the page could not be loaded (HTTP {status})."
 _PENDING_MESSAGE = "Still computing this part of the page."
+_HTML = "text/html; charset=utf-8"
 
 
-async def adapt_for_client(response: Response) -> Response:
-    """Return ``response`` as the requesting client library needs it.
+def adapt_answer(answer: Answer, header: HeaderLookup, own_url: Callable[[], str]) -> Answer:
+    """Return ``answer`` as the requesting client library needs it.
 
+    ``header`` reads the request's headers by lower-case name; ``own_url()`` (asked for
+    Turbo only) is the request's path and query on this host, for the links in the frames.
     ``HX-Request: true`` (htmx): a 202 gets ``HX-Reswap: none`` (the slot keeps its spinner)
     and ``HX-Trigger: workerless:pending``; a 5xx written by workerless becomes an HTML error
     box with a Retry button, swapped ``innerHTML``.  ``Turbo-Frame: <id>`` (Turbo): HTML is
-    wrapped in ``<turbo-frame id="<id>">`` unless the view already did, with an ETag of its own;
+    wrapped in ``<turbo-frame id="<id>">`` unless the app already did, with an ETag of its own;
     a 202 and a 5xx become HTML frames (a note with a link, an error box with a Retry link).
-    Statuses never change.
-    Other requests get ``response`` as it is (its ``Vary`` already names both headers).
+    Statuses never change, except a wrapped 200 to a 304 when ``If-None-Match`` names its tag.
+    Other requests get ``answer`` itself (its ``Vary`` already names both headers).
     """
-    if request.headers.get("HX-Request") == "true":
-        return _for_htmx(response)
-    frame = request.headers.get("Turbo-Frame")
+    if header("hx-request") == "true":
+        return _for_htmx(answer)
+    frame = header("turbo-frame")
     if frame:
-        return await _for_turbo(response, frame)
+        return _for_turbo(answer, frame, own_url, header)
+    return answer
+
+
+async def adapt_for_client(response: Response) -> Response:
+    """`adapt_answer` for the current Quart request (a fragment route's answer)."""
+    lookup = request.headers.get
+    if lookup("HX-Request") != "true" and not lookup("Turbo-Frame"):
+        return response  # the usual case, at the cost of two lookups
+    body = await response.get_data(as_text=False)
+    answer = Answer(response.status_code, list(response.headers.items()), body)
+    adapted = adapt_answer(answer, lookup, _own_url)
+    if adapted is not answer:
+        response.status_code = adapted.status
+        response.headers = Headers(adapted.headers)
+        response.set_data(adapted.body)  # Quart recomputes Content-Length
     return response
 
 
-def _detail(response: Response) -> str | None:
+def _own_url() -> str:
+    """This request's path and query as the browser asked (with the ASGI root_path)."""
+    parts = urlsplit(request.url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def _detail(answer: Answer) -> str | None:
     """The ``detail`` parameter of workerless's Cache-Status, or None."""
-    cache_status = response.headers.get("Cache-Status", "")
+    cache_status = header(answer.headers, "cache-status") or ""
     if not cache_status.startswith("workerless"):
         return None
     for parameter in cache_status.split(";"):
@@ -65,10 +92,16 @@ def _detail(response: Response) -> str | None:
     return None
 
 
-def _own_url() -> str:
-    """This request's path and query as the browser asked (with the ASGI root_path)."""
-    parts = urlsplit(request.url)
-    return parts.path + (f"?{parts.query}" if parts.query else "")
+def _with(answer: Answer, fields: dict[str, str], body: bytes | None = None) -> Answer:
+    """``answer`` with ``fields`` set (replacing those of the same names) and, if given,
+    another ``body`` (its length left to the server)."""
+    replaced = {name.lower() for name in fields}
+    if body is None:
+        body = answer.body
+    else:
+        replaced.add("content-length")
+    headers = [(name, value) for name, value in answer.headers if name.lower() not in replaced]
+    return Answer(answer.status, headers + list(fields.items()), body)
 
 
 def _error_box(status: int, retry: str) -> str:
@@ -78,63 +111,66 @@ def _error_box(status: int, retry: str) -> str:
     )
 
 
-def _set_html(response: Response, html: str) -> None:
-    response.set_data(html)  # Quart recomputes Content-Length
-    response.mimetype = "text/html"
-
-
-def _for_htmx(response: Response) -> Response:
-    detail = _detail(response)
-    if response.status_code == 202 and detail in _PENDING:
+def _for_htmx(answer: Answer) -> Answer:
+    detail = _detail(answer)
+    if answer.status == 202 and detail in _PENDING:
         # htmx 2 swaps a 2xx, even an empty one: keep the spinner, let the extension ask again.
-        response.headers["HX-Reswap"] = "none"
-        response.headers["HX-Trigger"] = "workerless:pending"
-    elif response.status_code >= 500 and detail in _FAILED:
+        return _with(answer, {"HX-Reswap": "none", "HX-Trigger": "workerless:pending"})
+    if answer.status >= 500 and detail in _FAILED:
         retry = '<button type="button" class="wl-retry" data-workerless-retry>Retry</button>'
-        _set_html(response, _error_box(response.status_code, retry))
+        box = _error_box(answer.status, retry).encode()
         # Into the slot, never over it: the slot must survive for Retry.
-        response.headers["HX-Reswap"] = "innerHTML"
-    return response
+        return _with(answer, {"Content-Type": _HTML, "HX-Reswap": "innerHTML"}, box)
+    return answer
 
 
-async def _for_turbo(response: Response, frame: str) -> Response:
-    detail = _detail(response)
+def _is_html(answer: Answer) -> bool:
+    content_type = header(answer.headers, "content-type") or ""
+    return content_type.partition(";")[0].strip().lower() == "text/html"
+
+
+def _for_turbo(
+    answer: Answer, frame: str, own_url: Callable[[], str], lookup: HeaderLookup
+) -> Answer:
+    detail = _detail(answer)
     frame_id = escape(frame, quote=True)
-    url = escape(_own_url(), quote=True)
-    if response.status_code == 202 and detail in _PENDING:
+    opening = f'<turbo-frame id="{frame_id}">'.encode()
+    if answer.status == 202 and detail in _PENDING:
         # workerless-turbo.js keeps the spinner and reloads the frame; without it, a link.
-        body = (
+        url = escape(own_url(), quote=True)
+        note = (
             f'<p class="wl-pending" role="status">{escape(_PENDING_MESSAGE)} '
             f'<a href="{url}">Load it</a></p>'
         )
-    elif response.status_code >= 500 and detail in _FAILED:
+        inner, fields = note.encode(), {"Content-Type": _HTML}
+    elif answer.status >= 500 and detail in _FAILED:
+        url = escape(own_url(), quote=True)
         retry = f'<a class="wl-retry" href="{url}" data-workerless-retry>Retry</a>'
-        body = _error_box(response.status_code, retry)
-    elif response.mimetype == "text/html" and response.status_code not in _NO_BODY:
-        body = await response.get_data(as_text=True)
-        if f'<turbo-frame id="{frame_id}"' in body:  # the view wrapped it itself
-            return response
+        inner, fields = _error_box(answer.status, retry).encode(), {"Content-Type": _HTML}
+    elif _is_html(answer) and answer.status not in _NO_BODY:
+        if opening[:-1] in answer.body:  # the app wrapped it itself
+            return answer
+        inner, fields = answer.body, {}  # its own Content-Type (and charset) still holds
     else:
-        return response
-    _set_html(response, f'<turbo-frame id="{frame_id}">{body}</turbo-frame>')
-    return _retagged(response, frame)
+        return answer
+    return _retagged(_with(answer, fields, opening + inner + b"</turbo-frame>"), frame, lookup)
 
 
-def _retagged(response: Response, frame: str) -> Response:
-    """``response`` with an ETag of its own for this frame, or 304 if the request has it.
+def _retagged(answer: Answer, frame: str, lookup: HeaderLookup) -> Answer:
+    """``answer`` with an ETag of its own for this frame, or 304 if the request has it.
 
     A wrapped body is another representation, so it needs another entity tag (RFC 9110
     section 8.8.3); a browser revalidating its wrapped copy then still gets its 304.
     """
-    etag = response.headers.get("ETag")
+    etag = header(answer.headers, "etag")
     if etag is None:
-        return response
+        return answer
     weak, opaque = etag.startswith("W/"), etag.removeprefix("W/").strip('"')
     digest = hashlib.sha256(frame.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     tagged = f'{"W/" if weak else ""}"{opaque}.frame-{digest}"'
-    response.headers["ETag"] = tagged
-    if_none_match = request.headers.get("If-None-Match")
-    if response.status_code != 200 or not if_none_match or not etag_matches(if_none_match, tagged):
-        return response
-    kept = [(name, value) for name, value in response.headers.items() if name.lower() in _KEPT]
-    return current_app.response_class(b"", status=304, headers=Headers(kept))
+    answer = _with(answer, {"ETag": tagged})
+    if_none_match = lookup("if-none-match")
+    if answer.status != 200 or not if_none_match or not etag_matches(if_none_match, tagged):
+        return answer
+    kept = [(name, value) for name, value in answer.headers if name.lower() in _KEPT]
+    return Answer(304, kept, b"")

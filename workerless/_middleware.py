@@ -7,45 +7,47 @@ through the wrapped app in the background, and its status, headers and body are 
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import re
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import trio
 
-from ._answers import fetched_answer, pending_answer, plain_answer
+from ._answers import Answer, fetched_answer, pending_answer, plain_answer
 from ._asgi import (
     STATIC_PREFIX,
     ASGIApp,
     Capture,
     Message,
     Receive,
+    RecentKeys,
     Scope,
     Send,
     first_of,
     has_credentials,
     header_lookup,
+    own_url,
     path_below_root,
     send_answer,
     send_asset,
 )
 from ._cacher import Cacher
 from ._checks import RequireTrio, stop_hypercorn_worker, watch_hypercorn_shutdown
+from ._clients import adapt_answer
 from ._codecs import ResponseCodec
-from ._config import Settings, check_keyword, configure_cacher
+from ._config import Settings, configure_cacher
 from ._errors import ComputationFailed, Overloaded, StillComputing, WorkerlessError
 from ._events import Event, EventName
+from ._flight import Fetched
 from ._http import app_url, location
 from ._keys import bound_key, canonical_url
 from ._lifespan import LazyLifespan
 from ._response import CachedResponse, header, strong_etag
-from ._rules import SharingRules, drop_variants, is_success, prefix_key, variant
+from ._routes import CachedRoute, Route, ScopeKey
+from ._rules import drop_variants, prefix_key, variant
 from ._store import Store
 
 __all__ = ["CachedRoute", "WorkerlessMiddleware"]
@@ -53,79 +55,10 @@ __all__ = ["CachedRoute", "WorkerlessMiddleware"]
 logger = logging.getLogger("workerless")
 
 E = TypeVar("E", bound=Event)
-ScopeKey = Callable[[Scope], str]
 
-# A response bigger than max_value_bytes is passed through; its key is remembered this long
-# (at most this many keys), so the next requests go straight to the app.
-_TOO_LARGE_KEYS = 1024
 # What a computation returns when the app's body passed the limit: never stored nor shared
 # (no-store), so the request that started it runs the request through the app itself.
 _TOO_LARGE = CachedResponse(200, (("Cache-Control", "no-store"),), b"")
-
-
-@dataclass(frozen=True, slots=True)
-class CachedRoute:
-    """A path pattern the middleware caches, with settings of its own.
-
-    ``pattern`` is a glob (``"/fragment/*"``; ``*`` matches ``/`` too) or a compiled regular
-    expression that must match the whole path (below the mount point).  Unset settings come
-    from the middleware's.  ``key(scope)`` replaces the default key (the path plus the sorted
-    query string) and receives the request's ASGI scope; it must return a str.
-    """
-
-    pattern: str | re.Pattern[str]
-    ttl: float | None = None
-    deadline: float | None = None
-    hard_limit: float | None = None
-    key: ScopeKey | None = None
-    cache_statuses: Callable[[int], bool] | None = None
-    stale: float | None = None
-    stale_if_error: float | None = None
-    browser_ttl: float | None = None
-
-
-class _Route(SharingRules):
-    """A `CachedRoute`, checked, with its sharing rules; ``key`` and ``cache_statuses`` fall
-    back to the middleware's, the numbers (None) to the settings, read at each request."""
-
-    def __init__(
-        self,
-        route: CachedRoute,
-        key: ScopeKey | None,
-        cache_statuses: Callable[[int], bool] | None,
-    ) -> None:
-        pattern = route.pattern
-        self.name = pattern if isinstance(pattern, str) else pattern.pattern
-        where = f" of route {self.name!r}"
-        for name in ("ttl", "deadline", "hard_limit", "stale", "stale_if_error", "browser_ttl"):
-            value = getattr(route, name)
-            if value is not None:
-                check_keyword(name, value, f"{name}={where}")
-        for name in ("key", "cache_statuses"):
-            function = getattr(route, name)
-            if function is not None and not callable(function):
-                raise TypeError(f"{name}={where} must be a function, not {function!r}")
-        self.regex = re.compile(fnmatch.translate(pattern)) if isinstance(pattern, str) else pattern
-        self.ttl = route.ttl
-        self.deadline = route.deadline
-        self.hard_limit = route.hard_limit
-        self.key = route.key or key
-        self.stale = route.stale
-        self.stale_if_error = route.stale_if_error
-        self.browser_ttl = route.browser_ttl
-        SharingRules.__init__(self, route.cache_statuses or cache_statuses or is_success)
-
-    def key_of(self, scope: Scope, path: str) -> str:
-        """The request's key before its variant: the key function's, or path plus query."""
-        if self.key is None:
-            return app_url(scope, path)
-        value = self.key(scope)
-        if not isinstance(value, str):
-            raise TypeError(
-                f"the key function of route {self.name!r} returned "
-                f"{type(value).__name__}, not str: {value!r}"
-            )
-        return value
 
 
 class WorkerlessMiddleware:
@@ -138,9 +71,11 @@ class WorkerlessMiddleware:
     its scope; the status, headers and body it sends are stored (2xx only, unless
     ``cache_statuses`` says otherwise) and handed to every request waiting on that key, with
     the HTTP contract of fragment routes (202 past the deadline, 502/504 never cached,
-    ``Cache-Status``).  A request with ``Cookie`` or ``Authorization`` on a route without its
-    own ``key`` is passed through uncached, since its answer may be that user's.  A body
-    bigger than ``max_value_bytes`` is passed through uncached too.
+    ``Cache-Status``), adapted for htmx and Turbo as fragment routes' answers are.  A request
+    with ``Cookie`` or ``Authorization`` on a route without its own ``key`` is served a stored
+    response only if it says ``Cache-Control: public``, and its own response is stored for
+    everyone only if it says ``public``; otherwise it runs through the app for that user
+    alone.  A body bigger than ``max_value_bytes`` is passed through uncached.
 
     The Cacher starts with the ASGI lifespan when the server sends one, else on the first
     request (a mounted app).  Settings and their checks are those of `Workerless`, with the
@@ -197,7 +132,7 @@ class WorkerlessMiddleware:
             if function is not None and not callable(function):
                 raise TypeError(f"{name}= must be a function, not {function!r}")
         self._routes = [
-            _Route(
+            Route(
                 route if isinstance(route, CachedRoute) else CachedRoute(route),
                 key,
                 cache_statuses,
@@ -218,7 +153,9 @@ class WorkerlessMiddleware:
         self._stop = trio.Event()
         self._stopped = trio.Event()
         self._nursery: trio.Nursery | None = None
-        self._too_large: OrderedDict[str, float] = OrderedDict()
+        # A response bigger than max_value_bytes is passed through; its key is remembered for
+        # ttl seconds, so the next requests go straight to the app.
+        self._too_large = RecentKeys()
 
     # -- public ----------------------------------------------------------------------------
 
@@ -275,56 +212,78 @@ class WorkerlessMiddleware:
         if path.startswith(STATIC_PREFIX) and await send_asset(path, scope, send):
             return
         route = self._route_of(path)
-        if route is None or (route.key is None and has_credentials(scope)):
-            # A Cookie or Authorization may make the answer that user's: never shared.
+        if route is None:
             await self.app(scope, receive, send)
             return
         await self._serve_request(route, path, scope, receive, send)
 
-    def _route_of(self, path: str) -> _Route | None:
+    def _route_of(self, path: str) -> Route | None:
         for route in self._routes:
             if route.regex.fullmatch(path):
                 return route
         return None
 
     async def _serve_request(
-        self, route: _Route, path: str, scope: Scope, receive: Receive, send: Send
+        self, route: Route, path: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
         head = scope["method"] == "HEAD"
+        headers = header_lookup(scope)
+        settings = self.settings
+
+        async def answer_with(answer: Answer) -> None:
+            where = partial(own_url, scope, path)
+            await send_answer(send, adapt_answer(answer, headers, where), head)
+
         if not self._running and (self._lifespan_seen or not await self._lazy.ensure_started()):
             text = "The server is starting or stopping."
-            answer = plain_answer(
-                503, text, self.settings.retry_after, "workerless; detail=not-running"
+            await answer_with(
+                plain_answer(503, text, self.settings.retry_after, "workerless; detail=not-running")
             )
-            await send_answer(send, answer, head)
             return
-        settings = self.settings
-        headers = header_lookup(scope)
+        # A Cookie or Authorization may make the answer that user's (unless the key says how).
+        credentialed = route.key is None and has_credentials(scope)
         varied = route.vary
         try:
-            key = variant(bound_key(route.key_of(scope, path)), varied, headers)
+            key = variant(
+                bound_key(route.key_of(scope, path)),
+                varied,
+                headers,
+                per_credentials=not credentialed,
+            )
         except Exception:
             logger.exception("the key of %s failed", scope.get("path"))
-            answer = plain_answer(
-                500, "This request has no key.", settings.retry_after, "workerless; detail=error"
+            await answer_with(
+                plain_answer(
+                    500,
+                    "This request has no key.",
+                    settings.retry_after,
+                    "workerless; detail=error",
+                )
             )
-            await send_answer(send, answer, head)
             return
-        if self._known_too_large(key):
+        if key in self._too_large:
             await self.app(scope, receive, send)
             return
+        cookies: list[tuple[str, str]] = []
         try:
-            fetched = await self.cacher.fetch_result(
-                key,
-                partial(self._compute, scope, varied, route),
-                ttl=settings.ttl if route.ttl is None else route.ttl,
-                deadline=settings.deadline if route.deadline is None else route.deadline,
-                hard_limit=route.hard_limit,
-                cacheable=route._cacheable,
-                shareable=route._shareable_for(varied),
-                stale=route.stale,
-                stale_if_error=route.stale_if_error,
-            )
+            if credentialed:
+                found = await self._fetch_credentialed(route, key, varied, scope)
+                if found is None:  # not public: that user's alone
+                    await self.app(scope, receive, send)
+                    return
+                fetched, cookies = found
+            else:
+                fetched = await self.cacher.fetch_result(
+                    key,
+                    partial(self._compute, scope, varied, route, None),
+                    ttl=settings.ttl if route.ttl is None else route.ttl,
+                    deadline=settings.deadline if route.deadline is None else route.deadline,
+                    hard_limit=route.hard_limit,
+                    cacheable=route._cacheable,
+                    shareable=route._shareable_for(varied),
+                    stale=route.stale,
+                    stale_if_error=route.stale_if_error,
+                )
         except StillComputing as exc:
             where = location(scope, app_url(scope, path))
             answer = pending_answer(exc, settings.retry_after, where)
@@ -341,15 +300,61 @@ class WorkerlessMiddleware:
             )
         else:
             if fetched.value is _TOO_LARGE:
-                self._remember_too_large(key)
+                self._too_large.add(key, self.settings.ttl)
                 await self.app(scope, receive, send)
                 return
             browser_ttl = settings.browser_ttl if route.browser_ttl is None else route.browser_ttl
             answer = fetched_answer(fetched, browser_ttl, headers)
-        await send_answer(send, answer, head)
+            answer.headers.extend(cookies)  # its own response's cookies, to that user only
+        await answer_with(answer)
 
-    async def _compute(self, scope: Scope, varied: frozenset[str], route: _Route) -> CachedResponse:
+    async def _fetch_credentialed(
+        self, route: Route, key: str, varied: frozenset[str], scope: Scope
+    ) -> tuple[Fetched[CachedResponse], list[tuple[str, str]]] | None:
+        """For a request with credentials: a stored or joined response if it says ``public``,
+        else the response computed for this request (with its ``Set-Cookie``), which is
+        stored and shared only if it says ``public`` (RFC 9111 section 3.5).  None: a stored
+        or joined response is not public, so the request must run through the app itself.
+
+        Not knowing beforehand whether the answer will be public, the request is held until
+        its computation ends (as the app would hold it), never answered 202 for its deadline.
+        """
+        settings = self.settings
+        servable = route._servable_credentialed
+        found = await self.cacher.lookup(key, hit=servable)
+        if found is not None:
+            if not servable(found.value):
+                return None
+            if found.source == "hit":
+                return found, []
+        own: list[tuple[CachedResponse, list[tuple[str, str]]]] = []
+        fetched = await self.cacher.fetch_result(
+            key,
+            partial(self._compute, scope, varied, route, own),
+            ttl=settings.ttl if route.ttl is None else route.ttl,
+            deadline=None,
+            hard_limit=route.hard_limit,
+            cacheable=route._cacheable,
+            shareable=route._shareable_for(varied, credentials=True),
+            stale=route.stale,
+            stale_if_error=route.stale_if_error,
+        )
+        if own and fetched.value is own[0][0]:
+            return fetched, own[0][1]
+        # Another request's response (stored meanwhile, joined, or a stale one kept).
+        return (fetched, []) if servable(fetched.value) else None
+
+    async def _compute(
+        self,
+        scope: Scope,
+        varied: frozenset[str],
+        route: Route,
+        own: list[tuple[CachedResponse, list[tuple[str, str]]]] | None,
+    ) -> CachedResponse:
         """Run the request through the app with a copy of its scope; capture what it sends.
+
+        ``own``, if given, receives the response and the app's ``Set-Cookie`` fields (which
+        the response never keeps), so the request it was computed for can tell it apart.
 
         A HEAD computes the whole response (a GET serves it later).  The app runs in the
         middleware's own nursery, so what it does after its response is complete (a
@@ -394,22 +399,12 @@ class WorkerlessMiddleware:
             response_headers.append(("ETag", strong_etag(body)))
         response = CachedResponse.build(capture.status, response_headers, body)
         route.learn_vary(response, varied)
+        if own is not None:
+            cookies = [
+                (name, value) for name, value in response_headers if name.lower() == "set-cookie"
+            ]
+            own.append((response, cookies))
         return response
-
-    def _known_too_large(self, key: str) -> bool:
-        expiry = self._too_large.get(key)
-        if expiry is None:
-            return False
-        if expiry > trio.current_time():
-            return True
-        del self._too_large[key]
-        return False
-
-    def _remember_too_large(self, key: str) -> None:
-        self._too_large[key] = trio.current_time() + self.settings.ttl
-        self._too_large.move_to_end(key)
-        while len(self._too_large) > _TOO_LARGE_KEYS:
-            self._too_large.popitem(last=False)
 
     # -- lifecycle -------------------------------------------------------------------------
 

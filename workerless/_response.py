@@ -11,6 +11,7 @@ __all__ = [
     "etag_matches",
     "header",
     "is_private",
+    "is_public",
     "kept_headers",
     "strong_etag",
     "vary_names",
@@ -64,6 +65,12 @@ def _directives(headers: Iterable[tuple[str, str]], field: str) -> set[str]:
 def is_private(headers: Iterable[tuple[str, str]]) -> bool:
     """Whether ``Cache-Control`` forbids a shared cache to keep the response (RFC 9111 5.2.2)."""
     return bool(_directives(headers, "cache-control") & {"private", "no-store"})
+
+
+def is_public(headers: Iterable[tuple[str, str]]) -> bool:
+    """Whether ``Cache-Control`` says ``public``: a shared cache may then keep and serve the
+    response although the request that got it had credentials (RFC 9111 sections 3.5, 5.2.2.9)."""
+    return "public" in _directives(headers, "cache-control")
 
 
 def vary_names(headers: Iterable[tuple[str, str]]) -> frozenset[str]:

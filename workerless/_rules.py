@@ -17,7 +17,7 @@ from urllib.parse import quote, unquote_to_bytes
 
 from ._cacher import Cacher
 from ._keys import _SAFE_PATH
-from ._response import CachedResponse, is_private, vary_names
+from ._response import CachedResponse, is_private, is_public, vary_names
 
 __all__ = [
     "MAX_VARY",
@@ -51,13 +51,13 @@ class SharingRules:
     ``vary`` holds the request headers the route's responses were seen to vary on (their
     ``Vary``): learned from its responses by `learn_vary`, they become part of the key from
     then on.  A response is stored only if ``cache_statuses(status)`` is true; it is handed
-    to requests that joined its computation only if it is shareable (`shareable_for`).
+    to requests that joined its computation only if it is shareable (`_shareable_for`).
     """
 
     def __init__(self, cache_statuses: Callable[[int], bool]) -> None:
         self.cache_statuses = cache_statuses
         self.vary: frozenset[str] = frozenset()
-        self._shareables: dict[frozenset[str], Callable[[CachedResponse], bool]] = {}
+        self._shareables: dict[tuple[frozenset[str], bool], Callable[[CachedResponse], bool]] = {}
 
     def _cacheable(self, response: CachedResponse) -> bool:
         return self.cache_statuses(response.status)
@@ -68,12 +68,27 @@ class SharingRules:
         names = vary_names(response.headers)
         return not is_private(response.headers) and "*" not in names and names <= varied
 
-    def _shareable_for(self, varied: frozenset[str]) -> Callable[[CachedResponse], bool]:
-        """`_shareable` bound to ``varied``, made once per value of it (not once per request)."""
-        bound = self._shareables.get(varied)
+    def _shareable_credentialed(self, varied: frozenset[str], response: CachedResponse) -> bool:
+        """`_shareable` for a response computed for a request with credentials: it must also
+        say ``public`` (RFC 9111 section 3.5)."""
+        return is_public(response.headers) and self._shareable(varied, response)
+
+    def _shareable_for(
+        self, varied: frozenset[str], *, credentials: bool = False
+    ) -> Callable[[CachedResponse], bool]:
+        """`_shareable` (``credentials``: `_shareable_credentialed`) bound to ``varied``, made
+        once per value of both (not once per request)."""
+        bound = self._shareables.get((varied, credentials))
         if bound is None:
-            bound = self._shareables[varied] = partial(self._shareable, varied)
+            check = self._shareable_credentialed if credentials else self._shareable
+            bound = self._shareables[(varied, credentials)] = partial(check, varied)
         return bound
+
+    @staticmethod
+    def _servable_credentialed(response: CachedResponse) -> bool:
+        """Whether a stored (or joined) response may answer a request with credentials: only
+        if it says ``public``, since without credentials the app may have answered otherwise."""
+        return is_public(response.headers)
 
     def learn_vary(self, response: CachedResponse, varied: frozenset[str]) -> None:
         """Add the headers ``response`` varies on beyond ``varied`` to the route's ``vary``."""
@@ -83,14 +98,18 @@ class SharingRules:
             self.vary = learned if len(learned) <= MAX_VARY else self.vary
 
 
-def variant(key: str, varied: frozenset[str], header: HeaderLookup) -> str:
+def variant(
+    key: str, varied: frozenset[str], header: HeaderLookup, *, per_credentials: bool = True
+) -> str:
     """``key`` for this request's values of the headers the route varies on.
 
-    A request with credentials (``Authorization``) always gets a key of its own: a shared
-    answer is never served to it, nor its answer to anyone else (RFC 9111 section 3.5).
+    A request with credentials (``Authorization``) gets a key of its own: a shared answer is
+    never served to it, nor its answer to anyone else (RFC 9111 section 3.5).  With
+    ``per_credentials`` false it gets the shared key, for a caller that serves it only
+    ``public`` answers and shares only its ``public`` ones (`WorkerlessMiddleware`).
     """
     names = sorted(varied)
-    credentials = header("authorization")
+    credentials = header("authorization") if per_credentials else None
     if credentials is not None and "authorization" not in varied:
         names.append("authorization")
     if not names:
