@@ -26,8 +26,9 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Message, TextMessage
 from wsproto.events import Request as WSRequest
 
-from workerless import CachedRoute, Workerless, WorkerlessMiddleware
+from workerless import CachedRoute, Hit, Stored, Workerless, WorkerlessMiddleware
 from workerless._checks import WRONG_WORKER
+from workerless.testing import capture_events
 
 LIMIT = 150_000  # max_value_bytes of the recorder's middleware
 
@@ -92,12 +93,17 @@ class Recorded:
     url: str
     client: httpx.AsyncClient
     recorder: Recorder
+    middleware: WorkerlessMiddleware
 
 
 @pytest.fixture
 async def recorded(store_url: str) -> AsyncIterator[Recorded]:
     recorder = Recorder()
-    routes = ["/cached/*", CachedRoute(re.compile(r"/keyed/\w+"), key=_user_key)]
+    routes = [
+        "/cached/*",
+        CachedRoute(re.compile(r"/keyed/\w+"), key=_user_key),
+        CachedRoute("/stale/*", ttl=0.3, stale=30),
+    ]
     app = WorkerlessMiddleware(
         recorder, routes=routes, store=store_url, max_value_bytes=LIMIT, environ={}
     )
@@ -105,7 +111,7 @@ async def recorded(store_url: str) -> AsyncIterator[Recorded]:
         serve_in_process(app) as url,
         httpx.AsyncClient(base_url=url, timeout=20) as client,
     ):
-        yield Recorded(url, client, recorder)
+        yield Recorded(url, client, recorder, app)
 
 
 def _user_key(scope: dict[str, Any]) -> str:
@@ -210,6 +216,33 @@ async def test_answers_not_public_never_cross_credentials(recorded: Recorded) ->
     assert bob.text == "GET /cached/joined #2 "
     assert "cache-status" not in bob.headers  # the app's own answer, straight through
     assert anonymous_again.text == "GET /cached/joined #1 "
+
+
+async def test_stale_public_answer_serves_credentials_while_refreshing(
+    recorded: Recorded,
+) -> None:
+    """Inside its stale window a public answer is served at once to a request with
+    credentials while one refresh runs; a stale answer not public is not served to one; a
+    fresh public one is counted as a hit."""
+    client = recorded.client
+    public, private = "/stale/public?cc=public", "/stale/private"
+    with trio.fail_after(10):
+        await client.get(public)
+        await client.get(private)
+        await trio.sleep(0.5)  # past the 0.3 s ttl of both
+        refreshed = trio.Event()
+        recorded.middleware.on(Stored, lambda event: refreshed.set())
+        with capture_events(recorded.middleware) as events:
+            stale = await client.get(public, headers={"Cookie": "user=bob"})
+            own = await client.get(private, headers={"Cookie": "user=bob"})
+            await refreshed.wait()
+            fresh = await client.get(public, headers={"Authorization": "Bearer carol"})
+    assert stale.text == "GET /stale/public #1 "
+    assert "fwd=stale" in stale.headers["cache-status"]
+    assert own.text == "GET /stale/private #2 "
+    assert "cache-status" not in own.headers
+    assert fresh.text == "GET /stale/public #2 "
+    assert [event.key for event in events.of(Hit)] == [events.of(Stored)[0].key]
 
 
 async def test_public_answer_for_credentials_is_one_computation(recorded: Recorded) -> None:
