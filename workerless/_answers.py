@@ -13,7 +13,7 @@ from ._clients import VARIES_ON
 from ._config import Settings
 from ._errors import StillComputing
 from ._flight import Fetched
-from ._http import app_url, location
+from ._http import app_url, location, request_field
 from ._response import CachedResponse, etag_matches
 
 __all__ = ["cache_status", "pending", "plain", "respond"]
@@ -49,7 +49,7 @@ def respond(fetched: Fetched[CachedResponse], browser_ttl: float) -> Response:
         )
     headers.append(("Cache-Status", cache_status(fetched)))
     if etag is not None and cached.status == 200:
-        if_none_match = request.headers.get("If-None-Match")
+        if_none_match = request_field(request.scope, b"if-none-match")
         if if_none_match is not None and etag_matches(if_none_match, etag):
             kept = [(n, v) for n, v in headers if n.lower() in _KEPT_BY_304]
             return current_app.response_class(b"", status=304, headers=Headers(kept))

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from quart import Response, current_app, request
 from werkzeug.datastructures import Headers
 
+from ._http import request_field
 from ._response import etag_matches
 
 __all__ = ["VARIES_ON", "adapt_for_client"]
@@ -45,9 +46,10 @@ async def adapt_for_client(response: Response) -> Response:
     Statuses never change.
     Other requests get ``response`` as it is (its ``Vary`` already names both headers).
     """
-    if request.headers.get("HX-Request") == "true":
+    scope = request.scope
+    if request_field(scope, b"hx-request") == "true":
         return _for_htmx(response)
-    frame = request.headers.get("Turbo-Frame")
+    frame = request_field(scope, b"turbo-frame")
     if frame:
         return await _for_turbo(response, frame)
     return response
@@ -133,7 +135,7 @@ def _retagged(response: Response, frame: str) -> Response:
     digest = hashlib.sha256(frame.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     tagged = f'{"W/" if weak else ""}"{opaque}.frame-{digest}"'
     response.headers["ETag"] = tagged
-    if_none_match = request.headers.get("If-None-Match")
+    if_none_match = request_field(request.scope, b"if-none-match")
     if response.status_code != 200 or not if_none_match or not etag_matches(if_none_match, tagged):
         return response
     kept = [(name, value) for name, value in response.headers.items() if name.lower() in _KEPT]

@@ -27,7 +27,7 @@ from ._codecs import ResponseCodec
 from ._config import Settings, check_keyword, store_from_url
 from ._errors import ComputationFailed, Overloaded, StillComputing, WorkerlessError
 from ._events import Event, EventName
-from ._http import app_url
+from ._http import app_url, request_field
 from ._keys import _SAFE_PATH, bound_key, canonical_url
 from ._response import (
     CachedResponse,
@@ -449,8 +449,12 @@ class FragmentRoute:
             return await adapt_for_client(
                 plain(503, text, settings, "workerless; detail=not-running")
             )
+        # The request itself, not its proxy: each attribute read through the proxy costs as
+        # much as the rest of a hit's key.
+        req: Request = request._get_current_object()  # type: ignore[attr-defined]
         varied = self.vary
-        key = _variant(bound_key(self.key(request) if self.key else _request_url()), varied)
+        url = self.key(req) if self.key else app_url(req.scope, req.path)
+        key = _variant(bound_key(url), varied)
         response: Response
         try:
             fetched = await workerless.cacher.fetch_result(
@@ -497,7 +501,7 @@ def _variant(key: str, varied: frozenset[str]) -> str:
     answer is never served to it, nor its answer to anyone else (RFC 9111 section 3.5).
     """
     names = sorted(varied)
-    credentials = request.headers.get("Authorization")
+    credentials = request_field(request.scope, b"authorization")
     if credentials is not None and "authorization" not in varied:
         names.append("authorization")
     if not names:
@@ -505,8 +509,3 @@ def _variant(key: str, varied: frozenset[str]) -> str:
     values = [[name, request.headers.get(name, "")] for name in names]
     digest = hashlib.sha256(json.dumps(values).encode("utf-8", "surrogatepass")).hexdigest()
     return f"{key}{VARIANT_MARK}{digest[:32]}"
-
-
-def _request_url() -> str:
-    """The current request's path below the mount point and query, canonical (the default key)."""
-    return app_url(request.scope, request.path)

@@ -45,16 +45,19 @@ class GuardedStore:
             return fallback
         try:
             result = await call()
-        except StoreUnavailable as exc:
-            self._down(exc)
-            return fallback
         except StoreError as exc:
-            logger.error("store %r refused a call: %s", self.store, exc)
+            self._failed(exc)
             return fallback
         if not self.available:
             self.available = True
             logger.warning("store %r available again: caching resumes", self.store)
         return result
+
+    def _failed(self, exc: StoreError) -> None:
+        if isinstance(exc, StoreUnavailable):
+            self._down(exc)
+        else:
+            logger.error("store %r refused a call: %s", self.store, exc)
 
     def _down(self, exc: StoreUnavailable) -> None:
         self._retry_at = trio.current_time() + STORE_RETRY_INTERVAL
@@ -69,7 +72,13 @@ class GuardedStore:
 
     async def get(self, key: str) -> Entry | None:
         """The entry under ``key``; None on a miss or while the store cannot answer."""
-        return await self._guard(lambda: self.store.get(key), None)
+        if not self.available:
+            return await self._guard(lambda: self.store.get(key), None)
+        try:  # every hit comes here: one frame, no closure
+            return await self.store.get(key)
+        except StoreError as exc:
+            self._failed(exc)
+            return None
 
     async def epoch(self) -> int | None:
         """The invalidation epoch; None when it cannot be read (then nothing gets stored)."""

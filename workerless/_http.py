@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from ._keys import _SAFE_PATH, canonical_url
 
-__all__ = ["app_url", "location"]
+__all__ = ["app_url", "location", "request_field"]
 
 
 def app_url(scope: Mapping[str, Any], path: str) -> str:
@@ -57,3 +57,26 @@ def _below(raw_path: bytes, root_path: str) -> bytes:
     if decoded.startswith(prefix):
         return quote(decoded[len(prefix) :], safe=_SAFE_PATH).encode("ascii")
     return raw_path
+
+
+# The request headers workerless itself reads, lower-case as ASGI servers give them.
+_FIELDS = frozenset({b"authorization", b"if-none-match", b"hx-request", b"turbo-frame"})
+_FIELDS_KEY = "workerless.fields"
+
+
+def request_field(scope: Mapping[str, Any], name: bytes) -> str | None:
+    """The first value of request header ``name`` (lower-case, one of the few workerless
+    reads: Authorization, If-None-Match, HX-Request, Turbo-Frame), or None if absent.
+
+    One pass over the raw ASGI headers per request, remembered in ``scope``: werkzeug's
+    ``Headers.get`` scans every header and raises inside for an absent one, on every hit.
+    """
+    fields: dict[bytes, str] | None = scope.get(_FIELDS_KEY)
+    if fields is None:
+        fields = {}
+        for field, value in scope.get("headers", ()):
+            field = field.lower()
+            if field in _FIELDS and field not in fields:
+                fields[field] = value.decode("latin-1")
+        cast(dict[str, Any], scope)[_FIELDS_KEY] = fields  # a plain dict, as every server makes
+    return fields.get(name)
