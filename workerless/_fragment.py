@@ -455,8 +455,10 @@ class FragmentRoute:
         # much as the rest of a hit's key.
         req: Request = request._get_current_object()  # type: ignore[attr-defined]
         varied = self.vary
-        url = self.key(req) if self.key else app_url(req.scope, req.path)
-        key = _variant(bound_key(url), varied)
+        scope = req.scope
+        key = bound_key(self.key(req) if self.key else app_url(scope, req.path))
+        if varied or request_field(scope, b"authorization") is not None:
+            key = _variant(key, varied)  # most requests vary on nothing: skip the work
         response: Response
         try:
             fetched = await workerless.cacher.fetch_result(
