@@ -97,7 +97,8 @@ class Parked:
         task, self.task = self.task, None
         return task
 
-    def abort(self, _: Any) -> Abort:
+    def __call__(self, _: Any) -> Abort:
+        """Trio's abort function (the record is its own: no bound method per caller)."""
         self.unpark()  # cancelled (the client went away): trio wakes the task itself
         return Abort.SUCCEEDED
 
@@ -134,7 +135,7 @@ class Waiters:
                 deadlines[:] = [entry for entry in deadlines if entry[2].task is not None]
                 heapify(deadlines)
                 self._compact_at = max(_COMPACT_AT, 2 * len(deadlines))
-        return parked.abort
+        return parked
 
     def wake(self, flight: Flight) -> None:
         """Wake every caller parked on ``flight``."""

@@ -398,6 +398,7 @@ class FragmentRoute:
         # its responses: they become part of the key from then on.
         self.vary: frozenset[str] = frozenset()
         self._shareables: dict[frozenset[str], Callable[[CachedResponse], bool]] = {}
+        self._computes: dict[frozenset[str], Callable[[], Awaitable[CachedResponse]]] = {}
 
     def _cacheable(self, response: CachedResponse) -> bool:
         return self.cache_statuses(response.status)
@@ -407,20 +408,28 @@ class FragmentRoute:
         names = vary_names(response.headers)
         return not is_private(response.headers) and "*" not in names and names <= varied
 
-    async def _compute(self, view_args: dict[str, Any], varied: frozenset[str]) -> CachedResponse:
+    def _compute_for(self, varied: frozenset[str]) -> Callable[[], Awaitable[CachedResponse]]:
+        """`_compute` bound to ``varied``, made once per value of it (not once per request)."""
+        bound = self._computes.get(varied)
+        if bound is None:
+            bound = self._computes[varied] = partial(self._compute, varied)
+        return bound
+
+    async def _compute(self, varied: frozenset[str]) -> CachedResponse:
         """Run the view in the background and capture its response, with its ETag.
 
-        This runs in the computation's task, which trio started with a copy of the request
-        task's context; working on a copy of that request context keeps ``request`` usable
-        after the request is answered, and the copy is paid for on a miss only, never on a
-        hit.  (What Quart's ``copy_current_request_context`` does, without its two frames nor
-        routing the request again: this frame stays alive for as long as the computation runs.)
+        The view gets the request's own ``view_args``.  This runs in the computation's task,
+        which trio started with a copy of the request task's context; working on a copy of
+        that request context keeps ``request`` usable after the request is answered, and the
+        copy is paid for on a miss only, never on a hit.  (What Quart's
+        ``copy_current_request_context`` does, without its two frames nor routing the request
+        again: this frame stays alive for as long as the computation runs.)
         """
         original: RequestContext = request_ctx._get_current_object()  # type: ignore[attr-defined]
         async with _ComputationContext(original):
             app = current_app
             try:
-                rv = await app.ensure_async(self.view)(**view_args)
+                rv = await app.ensure_async(self.view)(**original.request.view_args or {})
             except HTTPException as exc:  # abort(404) and friends are responses, not failures
                 rv = await app.handle_user_exception(exc)
             made = await app.make_response(rv)
@@ -442,8 +451,10 @@ class FragmentRoute:
         """The Quart view: serve from the cache, wait on the computation, or answer 202; the
         answer adapted on the way out for htmx or Turbo if they ask.
 
-        One frame, not two: it stays alive for as long as the request is held.
+        One frame, not two: it stays alive for as long as the request is held.  The view runs
+        with the request's own ``view_args``, so Quart's copy of them is not kept.
         """
+        del view_args
         workerless = self.workerless
         settings = workerless.settings
         if not workerless._running:
@@ -463,7 +474,7 @@ class FragmentRoute:
         try:
             fetched = await workerless.cacher.fetch_result(
                 key,
-                partial(self._compute, view_args, varied),
+                self._compute_for(varied),
                 ttl=settings.ttl if self.ttl is None else self.ttl,
                 deadline=settings.deadline if self.deadline is None else self.deadline,
                 hard_limit=self.hard_limit,
