@@ -13,32 +13,39 @@ from ._errors import (
     WorkerlessError,
 )
 from ._events import (
-    CacherStatistics,
     Event,
     Failed,
     Hit,
     Miss,
+    Pending,
     Refreshed,
     Rejected,
     Stale,
     Stored,
+    StoreDown,
+    StoreUp,
 )
 from ._flight import Fetched
 from ._fragment import FragmentRoute, Workerless
 from ._memory import MemoryStore
+from ._middleware import CachedRoute, WorkerlessMiddleware
+from ._page import stream_template
 from ._redis import RedisStore
 from ._response import CachedResponse
+from ._stats import CacherStatistics, Durations, RouteStatistics
 from ._store import Entry, Lease, Notice, Store, Watch
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CachedResponse",
+    "CachedRoute",
     "Cacher",
     "CacherStatistics",
     "Codec",
     "ComputationFailed",
     "ConfigurationError",
+    "Durations",
     "Entry",
     "Event",
     "Failed",
@@ -51,19 +58,25 @@ __all__ = [
     "Miss",
     "Notice",
     "Overloaded",
+    "Pending",
     "RedisStore",
     "Refreshed",
     "Rejected",
+    "RouteStatistics",
     "Settings",
     "Stale",
     "StillComputing",
     "Store",
+    "StoreDown",
     "StoreError",
     "StoreUnavailable",
+    "StoreUp",
     "Stored",
     "Watch",
     "Workerless",
     "WorkerlessError",
+    "WorkerlessMiddleware",
     "__version__",
     "store_from_url",
+    "stream_template",
 ]

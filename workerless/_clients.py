@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from quart import Response, current_app, request
 from werkzeug.datastructures import Headers
 
-from ._http import request_field
+from ._http import request_header
 from ._response import etag_matches
 
 __all__ = ["VARIES_ON", "adapt_for_client"]
@@ -47,9 +47,9 @@ async def adapt_for_client(response: Response) -> Response:
     Other requests get ``response`` as it is (its ``Vary`` already names both headers).
     """
     scope = request.scope
-    if request_field(scope, b"hx-request") == "true":
+    if request_header(scope, "hx-request") == "true":
         return _for_htmx(response)
-    frame = request_field(scope, b"turbo-frame")
+    frame = request_header(scope, "turbo-frame")
     if frame:
         return await _for_turbo(response, frame)
     return response
@@ -135,7 +135,7 @@ def _retagged(response: Response, frame: str) -> Response:
     digest = hashlib.sha256(frame.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     tagged = f'{"W/" if weak else ""}"{opaque}.frame-{digest}"'
     response.headers["ETag"] = tagged
-    if_none_match = request_field(request.scope, b"if-none-match")
+    if_none_match = request_header(request.scope, "if-none-match")
     if response.status_code != 200 or not if_none_match or not etag_matches(if_none_match, tagged):
         return response
     kept = [(name, value) for name, value in response.headers.items() if name.lower() in _KEPT]

@@ -71,10 +71,11 @@ class Flight:
     private answer's hit-for-miss) just computes.
     """
 
-    __slots__ = ("coordinated", "done", "key", "outcome", "parked", "store_available")
+    __slots__ = ("coordinated", "done", "key", "outcome", "parked", "route", "store_available")
 
-    def __init__(self, key: str, *, coordinated: bool) -> None:
+    def __init__(self, key: str, *, coordinated: bool, route: str = "") -> None:
         self.key = key
+        self.route = route  # the rule of the route that started it, for events and figures
         self.coordinated = coordinated
         self.done = False
         self.outcome: Success[Any] | Failure | None = None

@@ -8,7 +8,7 @@ from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from ._keys import _SAFE_PATH, canonical_url
 
-__all__ = ["app_url", "location", "request_field"]
+__all__ = ["app_url", "location", "request_header"]
 
 
 def app_url(scope: Mapping[str, Any], path: str) -> str:
@@ -59,24 +59,21 @@ def _below(raw_path: bytes, root_path: str) -> bytes:
     return raw_path
 
 
-# The request headers workerless itself reads, lower-case as ASGI servers give them.
-_FIELDS = frozenset({b"authorization", b"if-none-match", b"hx-request", b"turbo-frame"})
-_FIELDS_KEY = "workerless.fields"
+_FIELDS_KEY = "workerless.headers"
 
 
-def request_field(scope: Mapping[str, Any], name: bytes) -> str | None:
-    """The first value of request header ``name`` (lower-case, one of the few workerless
-    reads: Authorization, If-None-Match, HX-Request, Turbo-Frame), or None if absent.
+def request_header(scope: Mapping[str, Any], name: str) -> str | None:
+    """The first value of request header ``name`` (lower-case), or None if absent.
 
     One pass over the raw ASGI headers per request, remembered in ``scope``: werkzeug's
-    ``Headers.get`` scans every header and raises inside for an absent one, on every hit.
+    ``Headers.get`` scans every header and raises inside for an absent one, and a hit reads
+    several absent ones (Authorization, If-None-Match, HX-Request, Turbo-Frame).
+    ``partial(request_header, scope)`` is a `HeaderLookup`.
     """
-    fields: dict[bytes, str] | None = scope.get(_FIELDS_KEY)
+    fields: dict[str, str] | None = scope.get(_FIELDS_KEY)
     if fields is None:
         fields = {}
         for field, value in scope.get("headers", ()):
-            field = field.lower()
-            if field in _FIELDS and field not in fields:
-                fields[field] = value.decode("latin-1")
+            fields.setdefault(field.decode("latin-1").lower(), value.decode("latin-1"))
         cast(dict[str, Any], scope)[_FIELDS_KEY] = fields  # a plain dict, as every server makes
     return fields.get(name)
