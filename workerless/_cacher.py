@@ -281,8 +281,6 @@ class Cacher(Generic[T]):
         nursery = self._nursery
         if nursery is None:
             raise RuntimeError("the Cacher is not running: use `async with cacher:` first")
-        # The computation's rules, built only when one starts (never on a plain hit).
-        limits = (ttl, hard_limit, cacheable, shareable, stale, stale_if_error)
         fallback: tuple[T, float] | None = None  # an old value, if the computation fails
         tally = self._tallies.get(route) or self._tally(route)
         # A computation of this key already running here answers sooner than the store can, and
@@ -299,23 +297,28 @@ class Cacher(Generic[T]):
                     if self.early_refresh and should_refresh_early(
                         envelope.duration, fresh_left, self.early_refresh
                     ):
-                        self._refresh(
-                            key, compute, self._rules(*limits), envelope.generation, route
+                        rules = self._rules(
+                            ttl, hard_limit, cacheable, shareable, stale, stale_if_error
                         )
+                        self._refresh(key, compute, rules, envelope.generation, route)
                     left = None if fresh_left == math.inf else fresh_left
                     if self._listeners.wanted(Hit):
                         self._emit(Hit(key, left, route=route))
                     return Fetched(value, "hit", stored=True, ttl=left)
                 if position is Standing.STALE:
                     tally.stale += 1
-                    self._refresh(key, compute, self._rules(*limits), envelope.generation, route)
+                    rules = self._rules(
+                        ttl, hard_limit, cacheable, shareable, stale, stale_if_error
+                    )
+                    self._refresh(key, compute, rules, envelope.generation, route)
                     self._emit(Stale(key, -fresh_left, route=route))
                     return Fetched(value, "stale", stored=True, ttl=fresh_left)
                 if position is Standing.STALE_IF_ERROR:
                     fallback = (value, fresh_left)
             flight = self._flights.get(key)  # one may have started while we read the store
         collapsed = flight is not None
-        rules = self._rules(*limits)
+        # The computation's rules, built only when one starts (never on a plain hit).
+        rules = self._rules(ttl, hard_limit, cacheable, shareable, stale, stale_if_error)
         if flight is None:
             flight = self._flights[key] = self._start(key, compute, rules, route=route)
         else:

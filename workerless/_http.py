@@ -59,21 +59,34 @@ def _below(raw_path: bytes, root_path: str) -> bytes:
     return raw_path
 
 
-_FIELDS_KEY = "workerless.headers"
+# The request headers a hit reads, most often absent: read once per request, kept in the scope.
+_HOT = frozenset({"authorization", "if-none-match", "hx-request", "turbo-frame"})
+_HOT_KEY = "workerless.headers"
 
 
 def request_header(scope: Mapping[str, Any], name: str) -> str | None:
     """The first value of request header ``name`` (lower-case), or None if absent.
 
-    One pass over the raw ASGI headers per request, remembered in ``scope``: werkzeug's
-    ``Headers.get`` scans every header and raises inside for an absent one, and a hit reads
-    several absent ones (Authorization, If-None-Match, HX-Request, Turbo-Frame).
-    ``partial(request_header, scope)`` is a `HeaderLookup`.
+    werkzeug's ``Headers.get`` scans every header and raises inside for an absent one, and a
+    hit reads four mostly absent ones (Authorization, If-None-Match, HX-Request, Turbo-Frame):
+    those come from one pass over the raw ASGI headers per request, remembered in ``scope``
+    (only the ones present).  ``partial(request_header, scope)`` is a `HeaderLookup`.
     """
-    fields: dict[str, str] | None = scope.get(_FIELDS_KEY)
-    if fields is None:
-        fields = {}
+    if name not in _HOT:
+        return _first(scope, name)
+    found: dict[str, str] | None = scope.get(_HOT_KEY)
+    if found is None:
+        found = {}
         for field, value in scope.get("headers", ()):
-            fields.setdefault(field.decode("latin-1").lower(), value.decode("latin-1"))
-        cast(dict[str, Any], scope)[_FIELDS_KEY] = fields  # a plain dict, as every server makes
-    return fields.get(name)
+            field_name = field.decode("latin-1").lower()
+            if field_name in _HOT and field_name not in found:
+                found[field_name] = value.decode("latin-1")
+        cast(dict[str, Any], scope)[_HOT_KEY] = found  # a plain dict, as every server makes
+    return found.get(name)
+
+
+def _first(scope: Mapping[str, Any], name: str) -> str | None:
+    for field, value in scope.get("headers", ()):
+        if field.decode("latin-1").lower() == name:
+            return str(value.decode("latin-1"))
+    return None
