@@ -536,12 +536,8 @@ class _ComputationContext(RequestContext):
     """
 
     def __init__(self, original: RequestContext) -> None:
-        self.app = original.app
-        self.request_websocket = original.request_websocket
-        self.url_adapter = original.url_adapter
-        self.session = original.session
-        self.preserved = False
-        self.flashes = None
+        vars(self).update(vars(original))  # whatever Quart keeps per context, shared
+        self.preserved = False  # what is this context's own: its push, pop and callbacks
         self._cv_tokens = []
         self._after_request_functions = []
 
