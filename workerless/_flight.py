@@ -154,7 +154,9 @@ class Waiters:
                 self._alarm = alarm
                 await trio.sleep_forever()
             now = trio.current_time()
-            while deadlines and deadlines[0][0] <= now:
+            # Wake the callers whose deadline passed; drop the records of callers woken
+            # before theirs from the front too, so the next alarm is a live caller's.
+            while deadlines and (deadlines[0][0] <= now or deadlines[0][2].task is None):
                 task = heappop(deadlines)[2].unpark()
                 if task is not None:
                     reschedule(task)
