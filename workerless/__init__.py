@@ -29,6 +29,7 @@ from ._memory import MemoryStore
 from ._redis import RedisStore
 from ._response import CachedResponse
 from ._store import Entry, Lease, Notice, Store, Watch
+from ._worker import Worker
 
 __version__ = "0.1.0"
 
@@ -62,6 +63,7 @@ __all__ = [
     "StoreUnavailable",
     "Stored",
     "Watch",
+    "Worker",
     "Workerless",
     "WorkerlessError",
     "__version__",

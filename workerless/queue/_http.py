@@ -69,7 +69,7 @@ class Queues:
             "workerless_queue",
             __name__,
             static_folder=str(STATIC_DIR),
-            static_url_path="/static",
+            static_url_path="/queue-static",  # beside the app's own /static
             template_folder=str(TEMPLATES_DIR),
         )
         bp.before_app_serving(self._start)
