@@ -60,6 +60,10 @@
       const row = document.createElement("tr");
       row.dataset.queue = q.queue;
       cell(row, q.queue, "name");
+      if (q.error) {
+        cell(row, q.error, "stopped").colSpan = 10;
+        return row;
+      }
       cell(row, q.stopped ? "stopped" : "started", q.stopped ? "stopped" : "started");
       cell(row, String(q.length)).dataset.field = "length";
       cell(row, String(q.pending)).dataset.field = "pending";
@@ -94,7 +98,7 @@
 
   async function renderDead(stats) {
     const rows = [];
-    for (const q of stats.queues.filter((q) => q.dead > 0)) {
+    for (const q of stats.queues.filter((q) => !q.error && q.dead > 0)) {
       const listing = await call("GET", `dead/${encodeURIComponent(q.queue)}`);
       if (listing === null) return;
       for (const job of listing.dead) {

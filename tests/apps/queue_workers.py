@@ -1,7 +1,8 @@
 """Workers for the queue tests, run by `workerless worker`: they write what they did to files.
 
-``QUEUE_TEST_DIR`` names the folder: each start of a job appends its id to ``started``, each
-finish to ``done``; a body {"seconds": N} makes the job take N s; {"fail": true} raises.
+``QUEUE_TEST_DIR`` names the folder: each start of a job appends its id and the worker's pid
+to ``started``, each finish its id to ``done``; a body {"seconds": N} makes the job's first
+attempt take N s; {"fail": true} raises.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ class Recorder(workerless.Worker):
 
     async def work(self, job: Job) -> None:
         data = job.json()
-        _append("started", job.id)
-        await trio.sleep(float(data.get("seconds", 0)))
+        _append("started", f"{job.id} {os.getpid()}")
+        if job.attempt == 1:
+            await trio.sleep(float(data.get("seconds", 0)))
         if data.get("fail"):
             raise RuntimeError("asked to fail")
         _append("done", job.id)

@@ -1,14 +1,14 @@
 """Queues of JSON jobs over HTTP on Redis Streams: presque's API, with leases and held takes.
 
 ``Queues(app)`` mounts the API and page in a QuartTrio app; ``workerless.queue:app`` is a
-ready app (``hypercorn --worker-class trio workerless.queue:app``), built on first access so
-that importing the engine needs no settings; `QueueEngine` is the Python API underneath.
+ready app (``hypercorn --worker-class trio workerless.queue:app``), configured when the
+server starts, so that importing the engine needs no settings; `QueueEngine` is the Python
+API underneath.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+from ._app import ReadyApp
 from ._engine import QueueEngine
 from ._http import Queues
 from ._job import Enqueued, Job, JobNotFound, JobStatus, LeaseLost, QueueInfo
@@ -28,10 +28,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "app":
-        from ._app import create_app
-
-        globals()["app"] = built = create_app()
-        return built
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+app = ReadyApp()

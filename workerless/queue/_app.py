@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from quart_trio import QuartTrio
 
 from .._checks import RequireTrio
 from ._http import Queues
 
-__all__ = ["create_app"]
+__all__ = ["ReadyApp", "create_app"]
+
+Message = dict[str, Any]
 
 
 def create_app(environ: Mapping[str, str] | None = None) -> QuartTrio:
@@ -19,3 +22,22 @@ def create_app(environ: Mapping[str, str] | None = None) -> QuartTrio:
     Queues(app, environ=environ)
     app.asgi_app = RequireTrio(app.asgi_app)  # type: ignore[method-assign]
     return app
+
+
+class ReadyApp:
+    """The ASGI app ``workerless.queue:app``: built from the environment on its first call,
+    so importing workerless.queue needs no settings; a bad setting fails the server's start
+    with the ConfigurationError that names the variable."""
+
+    def __init__(self) -> None:
+        self._app: QuartTrio | None = None
+
+    async def __call__(
+        self,
+        scope: Message,
+        receive: Callable[[], Awaitable[Message]],
+        send: Callable[[Message], Awaitable[None]],
+    ) -> None:
+        if self._app is None:
+            self._app = create_app()
+        await self._app(scope, receive, send)  # type: ignore[arg-type]

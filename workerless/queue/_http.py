@@ -205,15 +205,24 @@ class Queues:
         return _json({"queue": queue, "status": "stopped" if info.stopped else "started"})
 
     async def stats(self) -> Response:
-        """Every queue's figures and the totals."""
-        infos = [await self.engine.info(name) for name in await self.engine.queues()]
+        """Every queue's figures and the totals; a queue whose figures cannot be read is
+        listed with an ``error`` instead."""
+        infos, broken = [], []
+        for name in await self.engine.queues():
+            try:
+                infos.append(await self.engine.info(name))
+            except StoreUnavailable:
+                raise
+            except StoreError as exc:  # one queue's keys hold foreign data: show the others
+                logger.error("queue %s: %s", name, exc)
+                broken.append({"queue": name, "error": "its Redis keys hold foreign data"})
         totals: dict[str, float] = {}
         for info in infos:
             for name in ("length", "pending", "delayed", "dead"):
                 totals[name] = totals.get(name, 0) + getattr(info, name)
             for name, value in info.rates.items():
                 totals[f"{name}_per_s"] = totals.get(f"{name}_per_s", 0) + value
-        return _json({"queues": [i.as_dict() for i in infos], "totals": totals})
+        return _json({"queues": [i.as_dict() for i in infos] + broken, "totals": totals})
 
     async def dead(self, queue: str) -> Response:
         _queue(queue)

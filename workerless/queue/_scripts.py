@@ -158,6 +158,8 @@ if redis.call('EXISTS', base .. 'stopped') == 1 then return nothing() end
 for _, priority in ipairs(PRIORITIES) do
     local stream = base .. 's:' .. priority
     if redis.call('EXISTS', stream) == 1 then
+        -- A stream made by someone else has no group yet: our reads need one.
+        redis.pcall('XGROUP', 'CREATE', stream, 'workers', '0')
         for _ = 1, 20 do
             local p = redis.call('XPENDING', stream, 'workers', 'IDLE', lease, '-', '+', 1)
             if #p == 0 then break end
@@ -312,8 +314,8 @@ for _, priority in ipairs(PRIORITIES) do
     local stream = base .. 's:' .. priority
     if redis.call('EXISTS', stream) == 1 then
         entries = entries + redis.call('XLEN', stream)
-        local summary = redis.call('XPENDING', stream, 'workers')
-        pending = pending + summary[1]
+        local summary = redis.pcall('XPENDING', stream, 'workers')
+        if not summary['err'] then pending = pending + summary[1] end
         local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
         if #first > 0 then
             local ms = tonumber(string.match(first[1][1], '^(%d+)'))
