@@ -8,6 +8,7 @@ from typing import Any
 from quart_trio import QuartTrio
 
 from .._checks import RequireTrio
+from .._errors import ConfigurationError
 from ._http import Queues
 
 __all__ = ["ReadyApp", "create_app"]
@@ -39,5 +40,13 @@ class ReadyApp:
         send: Callable[[Message], Awaitable[None]],
     ) -> None:
         if self._app is None:
-            self._app = create_app()
+            try:
+                self._app = create_app()
+            except ConfigurationError as exc:
+                if scope["type"] != "lifespan":
+                    raise
+                # Refuse to start, naming the setting, instead of serving without lifespan.
+                await receive()
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
         await self._app(scope, receive, send)  # type: ignore[arg-type]
