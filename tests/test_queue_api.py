@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+import redis as redis_py
 import trio
 from queue_helpers import queue_api
 from servers import RedisServer
@@ -122,7 +123,8 @@ async def test_held_take_gets_a_job_posted_later_and_204_when_none(
 
 
 async def test_many_held_takes_each_job_given_once(redis: RedisServer, queue: str) -> None:
-    """200 held takes and 200 jobs posted afterwards: every job goes to exactly one take."""
+    """200 held takes and 200 jobs posted afterwards: every job goes to exactly one take, and
+    no per-take consumer is left in the stream's group."""
     with trio.fail_after(60):
         async with queue_api(redis.url) as client:
             taken: list[str] = []
@@ -145,6 +147,8 @@ async def test_many_held_takes_each_job_given_once(redis: RedisServer, queue: st
             info = (await client.get(f"/j/{queue}")).json()
     assert sorted(taken) == sorted(posted)
     assert (info["length"], info["pending"]) == (0, 0)
+    groups = redis_py.Redis.from_url(redis.url).xinfo_groups(f"workerless:q:{{{queue}}}:s:normal")
+    assert [(g["name"], g["consumers"]) for g in groups] == [(b"workers", 0)]
 
 
 async def test_job_handed_to_a_departed_take_is_not_lost(redis: RedisServer, queue: str) -> None:

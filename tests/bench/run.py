@@ -1,7 +1,7 @@
 """Measure workerless beside what users would do instead; print one table, write it as JSON.
 
     python tests/bench/run.py [--quick] [--store memory|redis|both] [--json PATH]
-                              [--scenarios 1,2,3,4,5,6,7]
+                              [--scenarios 1,2,3,4,5,6,7,11]
 
 Starts real ``hypercorn --worker-class trio`` servers on free ports (and a redis-server for
 the Redis store) and drives them from other processes: ``wrk`` and a trio client.  Every
@@ -33,11 +33,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from servers import redis_server  # noqa: E402
 
-from bench import faults, freshness, scenarios  # noqa: E402
+from bench import faults, freshness, queues, scenarios  # noqa: E402
 from bench.procs import app_servers  # noqa: E402
 from bench.report import Row, log, machine, markdown  # noqa: E402
 
-SCENARIOS = (1, 2, 3, 4, 5, 6, 7)
+SCENARIOS = (1, 2, 3, 4, 5, 6, 7, 11)
 TITLES = {
     1: "hit overhead",
     2: "stampede",
@@ -46,6 +46,7 @@ TITLES = {
     5: "cross-process wake-up",
     6: "reliability",
     7: "freshness",
+    11: "queue",
 }
 
 
@@ -68,7 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scenarios",
         type=lambda text: sorted({int(s) for s in text.split(",") if s.strip()}),
         default=list(SCENARIOS),
-        help="comma-separated scenario numbers (default: all, 1,2,3,4,5,6,7)",
+        help="comma-separated scenario numbers (default: all, 1,2,3,4,5,6,7,11)",
     )
     args = parser.parse_args(argv)
     if not set(args.scenarios) <= set(SCENARIOS):
@@ -141,8 +142,12 @@ def main(argv: list[str] | None = None) -> int:
                 record(6, store, faults.reliability, store, url, sizes, nonce, log_dir)
             if 7 in chosen:
                 record(7, store, freshness.freshness, store, url, sizes, nonce, log_dir)
+            if 11 in chosen and store == "redis":
+                record(11, store, queues.queue, url, args.quick, nonce, log_dir)
     if 5 in chosen and "redis" not in stores:
         results["5"]["skipped"] = "needs the Redis store: --store redis or both"
+    if 11 in chosen and "redis" not in stores:
+        results["11"]["skipped"] = "the queue needs Redis: --store redis or both"
 
     # Stable: each scenario's rows stay in the order measured (memory store first).
     rows.sort(key=lambda row: int(row.scenario))

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
-    """A quick run exits 0, reports all seven scenarios, and counts computations right."""
+    """A quick run exits 0, reports every scenario, and counts computations (and queue jobs)
+    right."""
     out = tmp_path / "bench.json"
     done = subprocess.run(
         [sys.executable, str(RUN), "--quick", "--json", str(out)],
@@ -38,7 +39,7 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     results = report["results"]
     stores = report["stores"]
     assert report["failures"] == []
-    assert set(results) == {"1", "2", "3", "4", "5", "6", "7"}
+    assert set(results) == {"1", "2", "3", "4", "5", "6", "7", "11"}
 
     for store in stores:
         assert results["1"][store]["fragment"]["errors"] == 0
@@ -115,3 +116,15 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
         assert reload["with_etag"] == k
         assert reload["plain"]["statuses"] == {"200": k} and reload["plain"]["body_bytes"] > 0
         assert reload["etag"]["statuses"] == {"304": k} and reload["etag"]["body_bytes"] == 0
+
+    if "redis" in stores:
+        queue = results["11"]["redis"]
+        assert queue["failures"] == []
+        assert (
+            queue["pickup"]["held"]["n"] == queue["pickup"]["poll"]["n"] == queue["pickup"]["jobs"]
+        )
+        for workers in (1, 4, 16):
+            assert queue[f"throughput {workers}"]["errors"] == 0
+        assert queue["kills"]["lost"] == 0  # correctness, not speed: no job lost to a SIGKILL
+    else:
+        assert "skipped" in results["11"]
