@@ -282,9 +282,22 @@ class QueueEngine:
         """One atomic take: the job (or None), the streams' last ids, and the seconds until
         the next delayed job is due (-1: none)."""
         lease = secrets.token_hex(12)
-        reply = await self._call(
-            self._take, [self._base(queue)], [lease, _ms(self.lease), self.max_attempts]
-        )
+        return self._parse_take(queue, lease, await self._call(self._take_sync, queue, lease))
+
+    def _take_sync(self, queue: str, lease: str) -> Any:
+        return self._take([self._base(queue)], [lease, _ms(self.lease), self.max_attempts])
+
+    def _wait_and_take_sync(
+        self, queue: str, lease: str, streams: dict[Any, Any], block: int
+    ) -> Any:
+        """Block until one of ``streams`` moves past its id, then take: one thread hop."""
+        if not self._blocking.xread(streams, None, block):
+            return None
+        return self._take_sync(queue, lease)
+
+    def _parse_take(
+        self, queue: str, lease: str, reply: Any
+    ) -> tuple[Job | None, tuple[list[str], float]]:
         job_id, body, priority, attempt, due = (_text(v) for v in reply[:5])
         seen = ([_text(v) for v in reply[5:]], int(due) / 1000 if int(due) >= 0 else -1.0)
         if not job_id:
@@ -302,14 +315,17 @@ class QueueEngine:
         base = self._base(desk.queue)
         streams = [f"{base}{name}" for name in ("s:high", "s:normal", "s:low", "signal")]
         registered = (-1, 0.0)  # the count of held takes last registered, and when
+        job: Job | None = None
         try:
             while desk.waiters:
                 while desk.waiters:
-                    job, desk.seen = await self._take_now(desk.queue)
+                    if job is None:
+                        job, desk.seen = await self._take_now(desk.queue)
                     if job is None:
                         break
                     if not desk.hand(job):
                         await self.release(job)
+                    job = None
                 if not desk.waiters:
                     break
                 now = trio.current_time()
@@ -320,21 +336,29 @@ class QueueEngine:
                     )
                 last_ids, due = desk.seen
                 block = _BLOCK_MS if due < 0 else max(1, min(_BLOCK_MS, _ms(due)))
-                await self._call(
-                    self._blocking.xread,
-                    dict(zip(streams, last_ids, strict=True)),
-                    None,
-                    block,
-                    abandon=True,  # at most a second of blocking left behind on shutdown
-                )
+                lease = secrets.token_hex(12)
+                # Shielded: a job taken in the thread must come back here, to be handed over or
+                # released, even on shutdown (which waits at most one block for it).
+                with trio.CancelScope(shield=True):
+                    reply = await self._call(
+                        self._wait_and_take_sync,
+                        desk.queue,
+                        lease,
+                        dict(zip(streams, last_ids, strict=True)),
+                        block,
+                    )
+                if reply is not None:
+                    job, desk.seen = self._parse_take(desk.queue, lease, reply)
         except Exception as exc:
             logger.error("queue %s: the watcher of held takes stopped: %s", desk.queue, exc)
         finally:
             del self._desks[desk.queue]
             desk.close()
-            # Redis down: the entry expires by itself.
+            # Redis down: the entry expires by itself, and a job taken here its lease.
             shielded = trio.CancelScope(shield=True)
-            with shielded, trio.move_on_after(1), contextlib.suppress(Exception):
+            with shielded, trio.move_on_after(2), contextlib.suppress(Exception):
+                if job is not None:
+                    await self.release(job)
                 await self._call(self._client.hdel, f"{base}waiting", self._origin)
 
     async def _act(self, action: str, job: Job | tuple[str, str, str], reason: str = "") -> str:
