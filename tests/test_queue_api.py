@@ -4,7 +4,7 @@ held takes, priorities, delays, uniq, retries and dead letters, stop/start."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import httpx
 import pytest
@@ -24,6 +24,22 @@ def queue() -> str:
 
 async def take(client: httpx.AsyncClient, queue: str, wait: float = 0) -> httpx.Response:
     return await client.get(f"/q/{queue}", params={"wait": wait})
+
+
+async def while_held(
+    client: httpx.AsyncClient, queue: str, action: Awaitable[httpx.Response]
+) -> tuple[httpx.Response, httpx.Response]:
+    """Run ``action`` while a take on ``queue`` is held: the take's answer, the action's."""
+    got: list[httpx.Response] = []
+
+    async def held() -> None:
+        got.append(await take(client, queue, wait=10))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(held)
+        await trio.sleep(0.3)
+        done = await action
+    return got[0], done
 
 
 async def answer(client: httpx.AsyncClient, queue: str, job: dict[str, object], action: str,
@@ -104,20 +120,14 @@ async def test_held_take_gets_a_job_posted_later_and_204_when_none(
     the wait ends with none."""
     with trio.fail_after(20):
         async with queue_api(redis.url) as client:
-            got: list[httpx.Response] = []
-
-            async def held() -> None:
-                got.append(await take(client, queue, wait=10))
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(held)
-                await trio.sleep(0.3)
-                posted = await client.post(f"/q/{queue}", json={"late": True})
+            got, posted = await while_held(
+                client, queue, client.post(f"/q/{queue}", json={"late": True})
+            )
             before = trio.current_time()
             none = await take(client, queue, wait=0.5)
             waited = trio.current_time() - before
-    assert got[0].status_code == 200
-    assert got[0].json()["id"] == posted.json()["id"]
+    assert got.status_code == 200
+    assert got.json()["id"] == posted.json()["id"]
     assert none.status_code == 204
     assert waited >= 0.45
 
@@ -280,21 +290,15 @@ async def test_stop_holds_jobs_back_and_start_hands_them_out(
             posted = await client.post(f"/q/{queue}", json={})
             nothing = await take(client, queue, wait=0.3)
             status = await client.get(f"/control/{queue}")
-            got: list[httpx.Response] = []
-
-            async def held() -> None:
-                got.append(await take(client, queue, wait=10))
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(held)
-                await trio.sleep(0.3)
-                started = await client.post(f"/control/{queue}", json={"status": "start"})
+            got, started = await while_held(
+                client, queue, client.post(f"/control/{queue}", json={"status": "start"})
+            )
     assert stopped.json() == {"queue": queue, "status": "stopped"}
     assert posted.status_code == 201
     assert nothing.status_code == 204
     assert status.json()["status"] == "stopped"
     assert started.json()["status"] == "started"
-    assert got[0].json()["id"] == posted.json()["id"]
+    assert got.json()["id"] == posted.json()["id"]
 
 
 async def test_queue_figures_and_stats(redis: RedisServer, queue: str) -> None:
