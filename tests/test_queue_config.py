@@ -12,6 +12,7 @@ import trio
 from servers import ROOT, RedisServer, free_port, serve_in_process
 
 from workerless import ConfigurationError
+from workerless._cli import main
 from workerless.queue import JobNotFound, LeaseLost, QueueEngine
 from workerless.queue._app import create_app
 
@@ -87,3 +88,18 @@ async def test_engine_python_api(redis: RedisServer) -> None:
                 await engine.status("py", job.id)
             nursery.cancel_scope.cancel()
     engine.close()
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("json:dumps", "is a function, not a workerless.Worker subclass"),
+        ("workerless.demo:app", "is an app"),
+        ("no_such_module_here:Worker", "cannot load"),
+        ("nocolon", "module:attribute"),
+    ],
+)
+def test_worker_command_refuses_what_it_cannot_run(target: str, message: str) -> None:
+    """`workerless worker TARGET` exits with a message saying what TARGET is and what it needs."""
+    with pytest.raises(SystemExit, match=message):
+        main(["worker", target, "--queue", "q"])

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import trio
+from quart_trio import QuartTrio
 
 from ._worker import Worker
 
@@ -81,23 +82,33 @@ async def _stop_on_signal(worker: Worker, *, task_status: trio.TaskStatus[None])
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``workerless`` command; returns the exit status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     target = _load(args.target)
+    # What runs depends on what TARGET is: a Worker subclass today.
     if isinstance(target, type) and issubclass(target, Worker):
-        try:
-            worker = target(
-                args.url,
-                args.queue,
-                concurrency=args.concurrency,
-                token=args.token,
-                wait=args.wait,
-                grace=args.grace,
-            )
-        except ValueError as exc:
-            raise SystemExit(f"workerless worker: {exc}") from None
-        trio.run(_serve, worker)
-        return 0
+        return _run_worker_class(target, args)
+    if isinstance(target, QuartTrio):
+        raise SystemExit(
+            f"workerless worker: {args.target!r} is an app; running its fragment jobs is not "
+            "supported yet: give a workerless.Worker subclass"
+        )
     raise SystemExit(
         f"workerless worker: {args.target!r} is a {type(target).__name__}, not a "
         "workerless.Worker subclass"
     )
+
+
+def _run_worker_class(cls: type[Worker], args: argparse.Namespace) -> int:
+    try:
+        worker = cls(
+            args.url,
+            args.queue,
+            concurrency=args.concurrency,
+            token=args.token,
+            wait=args.wait,
+            grace=args.grace,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"workerless worker: {exc}") from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    trio.run(_serve, worker)
+    return 0
