@@ -25,6 +25,6 @@ async def queue_api(redis_url: str, **settings: Any) -> AsyncIterator[httpx.Asyn
     Queues(app, url=redis_url, **settings)
     async with (
         serve_in_process(app) as url,
-        httpx.AsyncClient(base_url=url, headers=AUTH, timeout=20, limits=LIMITS) as client,
+        httpx.AsyncClient(base_url=url, headers=AUTH, timeout=30, limits=LIMITS) as client,
     ):
         yield client

@@ -140,7 +140,7 @@ async def test_many_held_takes_each_job_given_once(redis: RedisServer, queue: st
             taken: list[str] = []
 
             async def held() -> None:
-                response = await take(client, queue, wait=20)
+                response = await take(client, queue, wait=15)
                 assert response.status_code == 200
                 job = response.json()
                 taken.append(job["id"])
@@ -157,7 +157,8 @@ async def test_many_held_takes_each_job_given_once(redis: RedisServer, queue: st
             info = (await client.get(f"/j/{queue}")).json()
     assert sorted(taken) == sorted(posted)
     assert (info["length"], info["pending"]) == (0, 0)
-    groups = redis_py.Redis.from_url(redis.url).xinfo_groups(f"workerless:q:{{{queue}}}:s:normal")
+    with redis_py.Redis.from_url(redis.url) as direct:
+        groups = direct.xinfo_groups(f"workerless:q:{{{queue}}}:s:normal")
     assert [(g["name"], g["consumers"]) for g in groups] == [(b"workers", 0)]
 
 

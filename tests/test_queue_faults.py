@@ -197,8 +197,7 @@ async def test_garbage_planted_in_redis_is_skipped_or_refused(redis: RedisServer
     other queues."""
     queue = f"g{secrets.token_hex(4)}"
     base = f"workerless:q:{{{queue}}}:"
-    client_py = redis_py.Redis.from_url(redis.url)
-    with trio.fail_after(20):
+    with redis_py.Redis.from_url(redis.url) as client_py, trio.fail_after(20):
         async with queue_api(redis.url) as client:
             good = (await client.post(f"/q/{queue}", json="good")).json()["id"]
             client_py.xadd(f"{base}s:high", {"id": "f" * 24})
@@ -209,7 +208,7 @@ async def test_garbage_planted_in_redis_is_skipped_or_refused(redis: RedisServer
             client_py.set(f"{base}s:low", "not a stream")
             refused = await client.post(f"/q/{queue}", params={"priority": "low"}, json=1)
             stats = (await client.get("/stats/")).json()["queues"]
-    client_py.delete(*client_py.keys(f"{base}*"))
+        client_py.delete(*client_py.keys(f"{base}*"))
     assert taken.json()["id"] == good
     assert odd.status_code == 404
     assert refused.status_code == 503
