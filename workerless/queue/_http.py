@@ -102,11 +102,12 @@ class Queues:
             await self.engine.open()
         except StoreUnavailable as exc:  # serve anyway: calls answer 503 until Redis is back
             logger.warning("queue: %s", exc)
+        self._cancel = trio.CancelScope()  # one per serving: a scope is entered once
         nursery = current_app.nursery  # type: ignore[attr-defined]
-        nursery.start_soon(self._run)
+        nursery.start_soon(self._run, self._cancel)
 
-    async def _run(self) -> None:
-        with self._cancel:
+    async def _run(self, scope: trio.CancelScope) -> None:
+        with scope:
             await self.engine.run()
 
     async def _stop(self) -> None:
