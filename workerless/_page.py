@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -34,6 +35,10 @@ from ._stream_state import rendering
 __all__ = ["Page", "stream_template"]
 
 logger = logging.getLogger("workerless")
+
+# What the WHATWG URL parser drops: tabs and newlines anywhere, C0 controls and spaces at the ends.
+_URL_TABS = re.compile(r"[\t\n\r]")
+_URL_EDGES = "".join(map(chr, range(0x21)))
 
 
 async def stream_template(
@@ -157,13 +162,20 @@ class Page:
             slot.settled.set()
 
     def inline(self, head: str) -> str:
-        """``head`` with each placeholder filled: the fragment if done, else its slot."""
+        """``head`` with each placeholder's slot, then the fragments already done as chunks.
+
+        A fragment's HTML is always a light-DOM child of ``<wl-page>``, inlined or streamed:
+        page scripts find it with ``document.querySelector`` and document styles apply to it.
+        """
+        done = []
         for slot in self._slots:
             mark = f"<!--workerless-slot-{self._token}-{slot.name}-->"
             head = head.replace(mark, _placeholder(slot), 1)
-            if not slot.done:
+            if slot.done:
+                done.append(_chunk(slot))
+            else:
                 self._waiting.add(slot.name)
-        return head
+        return head + "".join(done)
 
     async def stream(self, head: str, tail: str) -> AsyncIterator[bytes]:
         """The response body: the skeleton, each fragment as it completes, then the tail."""
@@ -189,9 +201,12 @@ class Page:
         """Fetch one fragment in a request context for its URL; never raises."""
         app = current_app
         try:
-            async with app.test_request_context(
-                _app_path(slot.url), headers=headers, scheme=scheme
-            ) as context:
+            path = _app_path(slot.url, headers.get("Host", ""))
+            if path is None:
+                logger.warning("streamed page: %r is not a URL of this site", slot.url)
+                slot.finish("pending", _fallback_link(slot))
+                return
+            async with app.test_request_context(path, headers=headers, scheme=scheme) as context:
                 fragment = context.request
                 endpoint = fragment.url_rule.endpoint if fragment.url_rule else None
                 route = getattr(app.view_functions.get(endpoint or ""), "__self__", None)
@@ -217,15 +232,27 @@ class Page:
             # On the app's nursery an exception would stop the server: log it, show an error.
             logger.exception("streamed page: fragment %s failed", slot.url)
             _show_error(slot, 500)
-        slot.settled.set()
-        # The page's response may have ended (or its client left): the result is cached anyway.
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            self._send.send_nowait(slot)
+        finally:
+            slot.settled.set()
+            # The page's response may have ended (or its client left): the result is cached.
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                self._send.send_nowait(slot)
 
 
-def _app_path(url: str) -> str:
-    """``url`` (as the browser would fetch it) as a path below the app's mount point."""
-    parts = urlsplit(url)
+def _browser_url(url: str) -> str:
+    """``url`` as a browser reads it: no tab or newline in it, no space or control at its ends."""
+    return _URL_TABS.sub("", url).strip(_URL_EDGES)
+
+
+def _app_path(url: str, host: str) -> str | None:
+    """``url`` (as the browser would fetch it) as a path below the app's mount point; None for
+    a URL of another site or scheme (or none at all), which only the browser can fetch."""
+    try:
+        parts = urlsplit(_browser_url(url))
+    except ValueError:  # an unbalanced "[" in the host, say
+        return None
+    if parts.scheme.lower() not in ("", "http", "https") or parts.netloc not in ("", host):
+        return None
     path = parts.path or "/"
     root = request.root_path
     if root and path.startswith(root + "/"):
@@ -259,14 +286,23 @@ def _show_error(slot: _Slot, status: int) -> None:
         '<div class="wl-error">'
         '<p class="wl-error-message">This part of the page could not be loaded '
         f"(HTTP {status}).</p>"
-        f'<a class="wl-retry" href="{escape(slot.url)}" data-fragment-retry>Retry</a></div>'
+        f'<a class="wl-retry"{_href(slot)} data-fragment-retry>Retry</a></div>'
     )
     slot.finish("error", box, f"workerless; fwd=miss; fwd-status={status}")
 
 
+def _href(slot: _Slot) -> str:
+    """The link to a fragment's URL, none for a scheme that would run instead of load."""
+    try:
+        scheme = urlsplit(_browser_url(slot.url)).scheme.lower()
+    except ValueError:
+        return ""
+    return f' href="{escape(slot.url)}"' if scheme in ("", "http", "https") else ""
+
+
 def _fallback_link(slot: _Slot) -> str:
     return (
-        f'<a class="wl-fallback" href="{escape(slot.url)}">'
+        f'<a class="wl-fallback"{_href(slot)}>'
         f"{escape(slot.label)}: still computing, open it</a>"
     )
 
@@ -279,7 +315,7 @@ def _spinner_slot(slot: _Slot) -> str:
 
 
 def _placeholder(slot: _Slot) -> str:
-    """The placeholder in the skeleton: the fragment itself if done by then, else its slot."""
+    """The placeholder in the skeleton: a slot with a spinner, which its chunk fills."""
     classes = "wl-fragment wl-streamed" + (f" {escape(slot.class_)}" if slot.class_ else "")
     attributes = ""
     if slot.retries is not None:
@@ -288,6 +324,6 @@ def _placeholder(slot: _Slot) -> str:
         attributes += f' data-fragment-timeout="{escape(str(slot.timeout))}"'
     return (
         f'<div class="{classes}" data-fragment="{escape(slot.url)}" data-fragment-slot='
-        f'"{slot.name}" data-fragment-state="{slot.state}"{_cache_status(slot)}{attributes}'
-        f' aria-live="polite">{slot.inner if slot.done else _spinner_slot(slot)}</div>'
+        f'"{slot.name}" data-fragment-state="loading"{attributes}'
+        f' aria-live="polite">{_spinner_slot(slot)}</div>'
     )
