@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import re
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from markupsafe import Markup, escape
 from quart import Response, current_app, render_template, request
 
 from ._answers import cache_status
+from ._balance import is_balanced
 from ._config import check_keyword
 from ._errors import ComputationFailed, Overloaded, StillComputing
 from ._events import Miss
@@ -35,10 +35,6 @@ from ._stream_state import rendering
 __all__ = ["Page", "stream_template"]
 
 logger = logging.getLogger("workerless")
-
-# What the WHATWG URL parser drops: tabs and newlines anywhere, C0 controls and spaces at the ends.
-_URL_TABS = re.compile(r"[\t\n\r]")
-_URL_EDGES = "".join(map(chr, range(0x21)))
 
 
 async def stream_template(
@@ -239,16 +235,12 @@ class Page:
                 self._send.send_nowait(slot)
 
 
-def _browser_url(url: str) -> str:
-    """``url`` as a browser reads it: no tab or newline in it, no space or control at its ends."""
-    return _URL_TABS.sub("", url).strip(_URL_EDGES)
-
-
 def _app_path(url: str, host: str) -> str | None:
     """``url`` (as the browser would fetch it) as a path below the app's mount point; None for
-    a URL of another site or scheme (or none at all), which only the browser can fetch."""
+    a URL of another site or scheme (or none at all), which only the browser can fetch.
+    ``urlsplit`` drops tabs, newlines and leading spaces as a browser's URL parser does."""
     try:
-        parts = urlsplit(_browser_url(url))
+        parts = urlsplit(url)
     except ValueError:  # an unbalanced "[" in the host, say
         return None
     if parts.scheme.lower() not in ("", "http", "https") or parts.netloc not in ("", host):
@@ -264,8 +256,14 @@ def _show_result(slot: _Slot, fetched: Fetched[CachedResponse]) -> None:
     cached = fetched.value
     if not 200 <= cached.status < 300:
         _show_error(slot, cached.status)
+        return
+    html = cached.body.decode("utf-8", "replace")
+    if is_balanced(html):
+        slot.finish("loaded", html, cache_status(fetched))
     else:
-        slot.finish("loaded", cached.body.decode("utf-8", "replace"), cache_status(fetched))
+        # Inline, it would swallow or close what follows it; fetched, it is parsed on its own.
+        logger.warning("streamed page: fragment %s leaves tags open or closes others", slot.url)
+        slot.finish("pending", _fallback_link(slot, "open it"))
 
 
 def _chunk(slot: _Slot) -> str:
@@ -294,17 +292,14 @@ def _show_error(slot: _Slot, status: int) -> None:
 def _href(slot: _Slot) -> str:
     """The link to a fragment's URL, none for a scheme that would run instead of load."""
     try:
-        scheme = urlsplit(_browser_url(slot.url)).scheme.lower()
+        scheme = urlsplit(slot.url).scheme.lower()
     except ValueError:
         return ""
     return f' href="{escape(slot.url)}"' if scheme in ("", "http", "https") else ""
 
 
-def _fallback_link(slot: _Slot) -> str:
-    return (
-        f'<a class="wl-fallback"{_href(slot)}>'
-        f"{escape(slot.label)}: still computing, open it</a>"
-    )
+def _fallback_link(slot: _Slot, why: str = "still computing, open it") -> str:
+    return f'<a class="wl-fallback"{_href(slot)}>{escape(slot.label)}: {why}</a>'
 
 
 def _spinner_slot(slot: _Slot) -> str:
