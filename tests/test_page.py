@@ -19,6 +19,7 @@ from quart_trio import QuartTrio
 from servers import ROOT, serve_in_process
 
 from workerless import Workerless, stream_template
+from workerless._balance import is_balanced
 
 TIMEOUT = 10.0
 _runs = itertools.count()
@@ -374,3 +375,43 @@ async def test_a_template_that_raises_fails_before_any_byte(
     assert "<wl-page>" not in page.text
     assert f"the template of {run} fails on purpose" in caplog.text
     assert ran == [0, 0]
+
+
+BALANCED = [
+    "<p>x</p>",
+    "<ul><li>a<li>b</ul>",
+    "<p>one<p>two",
+    "<table><tr><td>x</table>",
+    '<svg><path d="M0"/></svg>',
+    "<img src=x><br>",
+    "a < b &amp; c",
+    "<script>if (a<b) {}</script>",
+    "<!-- c --><b>x</b>",
+    "</p>",
+    "<div><p>x</div>",
+]
+UNBALANCED = [
+    "<div>x",
+    "<div>x</div></div>",
+    "</wl-page>",
+    "<b>x",
+    "<div><b>x</div>",
+    "<script>x",
+    '<div class="x',
+    "<!-- open",
+    "<div/>",
+    "<p>x</b>",
+]
+
+
+@pytest.mark.parametrize("html", BALANCED)
+def test_html_that_closes_what_it_opens_is_balanced(html: str) -> None:
+    """HTML whose elements all close (or may be left open by HTML's rules) can be inlined."""
+    assert is_balanced(html)
+
+
+@pytest.mark.parametrize("html", UNBALANCED)
+def test_html_leaving_open_or_closing_others_is_not(html: str) -> None:
+    """HTML that leaves an element, tag or comment open, or closes what it did not open, is not
+    balanced: inline, it would swallow or close what follows."""
+    assert not is_balanced(html)

@@ -197,6 +197,33 @@ def test_streamed_events_fire_as_each_fragment_arrives(browser: Browser, server:
         context.close()
 
 
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
+def test_a_fragment_leaving_tags_open_spoils_nothing(
+    browser: Browser, server: Hypercorn, javascript: bool
+) -> None:
+    """A fragment whose HTML leaves an element open, streamed first, does not swallow the
+    fragments after it: each shows in its placeholder; the open one is fetched on its own with
+    JavaScript, a link without."""
+    context = browser.new_context(java_script_enabled=javascript)
+    try:
+        page = context.new_page()
+        streamed = Streamed(server, page, names=("a", "unclosed", "b"))
+        streamed.open(deadline=60)
+        expect(page.locator("#skeleton")).to_be_visible()
+        for name in ("unclosed", "a", "b"):
+            streamed.post("release", name)
+        page.wait_for_load_state("load")
+        for name in ("a", "b"):
+            streamed.expect_inside(streamed.chunk(name).locator(".part"), name)
+        if javascript:
+            streamed.expect_inside(streamed.chunk("unclosed").locator(".part"), "unclosed")
+        else:
+            streamed.expect_inside(streamed.chunk("unclosed").locator("a.wl-fallback"), "unclosed")
+        assert streamed.errors == []
+    finally:
+        context.close()
+
+
 def test_streamed_demo_page_without_javascript(browser: Browser, demo_server: Hypercorn) -> None:
     """The demo's /streamed page, scripts off: every card filled by the one response (the slow
     one as a link, the failing one as an error box), and it is screenshotted for the README."""
