@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,14 +160,23 @@ for (const type of ["workerless:load", "workerless:error"]) {
 """
 
 
+def readme_page_script() -> str:
+    """The page script of the README's "Streamed page" section, as written there."""
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"### Streamed page\n.*?```js\n(.*?)```", readme, re.S)
+    assert match is not None
+    return match.group(1)
+
+
 def test_streamed_events_fire_as_each_fragment_arrives(browser: Browser, server: Hypercorn) -> None:
     """With JavaScript, workerless:load (and workerless:error) fire for a streamed fragment as
     it arrives, while later ones are still pending, on the light-DOM chunk holding its HTML;
-    workerless.fragments() finds the placeholders inside the shadow root."""
+    workerless.fragments() finds the placeholders inside the shadow root (the README's script)."""
     context = browser.new_context()
     try:
         page = context.new_page()
         page.add_init_script(RECORD_ARRIVALS)
+        page.add_init_script(readme_page_script())
         streamed = Streamed(server, page, names=("a", "failing", "b"))
         # Far past the test's own steps: the response stays open until the last release.
         streamed.open(deadline=60)
@@ -192,6 +202,10 @@ def test_streamed_events_fire_as_each_fragment_arrives(browser: Browser, server:
         streamed.post("release", "a")
         page.wait_for_load_state("load")
         assert len(page.evaluate("window.arrivals")) == 3
+        for name in ("a", "b"):
+            expect(streamed.chunk(name)).to_have_class(re.compile(r"\barrived\b"))
+        failed = page.evaluate("failedFragments().map((e) => e.dataset.fragment)")
+        assert failed == [f"/part/{streamed.run}-failing"]
         assert streamed.errors == []
     finally:
         context.close()
