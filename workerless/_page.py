@@ -1,10 +1,11 @@
 """Streamed pages: the skeleton at once, then each fragment in the same response as it completes.
 
 The page's body is rendered inside a declarative shadow root (``<template shadowrootmode>``)
-whose placeholders are ``<slot>`` elements; each fragment is written later in the response as
-a light-DOM child ``<div slot="wl-N">`` of the shadow host, so the browser puts it in its
-placeholder with no script at all.  Fragments go through the fragment routes' own cacher and
-keys: one computed here is a hit for a later fetch of its URL, and the other way round.
+whose placeholders are ``<slot>`` elements; each fragment is written (right after the skeleton
+if cached, else as it completes) as a light-DOM child ``<div slot="wl-N">`` of the shadow host,
+so the browser puts it in its placeholder with no script at all.  Fragments go through the
+fragment routes' own cacher and keys: one computed here is a hit for a later fetch of its URL,
+and the other way round.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ async def stream_template(
     the response as it completes.  A fragment waits its route's ``deadline`` at most, and never
     past the page's ``deadline`` seconds (the settings' ``deadline`` by default): the response
     then ends with its placeholder pending, which the client script fetches as in a fetched
-    page (without JavaScript it shows a link).  A failing fragment gets an error box.
+    page (without JavaScript it shows a link), and so is a fragment whose HTML is not balanced
+    or a URL of another site.  A failing fragment gets an error box.
     An HTTP/1.0 client, which cannot take a streamed body, gets the whole page at the end.
     A ``deadline`` that is not a positive number is a TypeError or ValueError naming it.
     """
