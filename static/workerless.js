@@ -97,19 +97,32 @@
 
   function showLoaded(element, url, response, text) {
     const cacheStatus = response.headers.get("Cache-Status") || "";
-    element.innerHTML = text;
-    element.setAttribute("data-cache-status", cacheStatus);
-    element.setAttribute("data-fragment-state", "loaded");
-    element.setAttribute("aria-busy", "false");
-    dispatch(element, "workerless:load", {
+    const content = contentOf(element);
+    content.innerHTML = text;
+    markShown(element, content, "loaded", cacheStatus);
+    dispatch(content, "workerless:load", {
       url: url,
       status: response.status,
       cacheStatus: cacheStatus,
       element: element,
+      content: content,
     });
     // A fragment may itself contain placeholders; they load like the page's own.
-    loadDescendants(element);
+    loadDescendants(content);
     return "loaded";
+  }
+
+  // The state shown, on the placeholder and (on a streamed page) on the chunk holding it.
+  function markShown(element, content, state, cacheStatus) {
+    [element, content].forEach(function (shown) {
+      shown.setAttribute("data-fragment-state", state);
+      if (cacheStatus) {
+        shown.setAttribute("data-cache-status", cacheStatus);
+      } else {
+        shown.removeAttribute("data-cache-status");
+      }
+    });
+    element.setAttribute("aria-busy", "false");
   }
 
   function showError(element, url, status, error) {
@@ -133,12 +146,17 @@
     box.appendChild(message);
     box.appendChild(button);
 
-    element.textContent = "";
-    element.appendChild(box);
-    element.removeAttribute("data-cache-status");
-    element.setAttribute("data-fragment-state", "error");
-    element.setAttribute("aria-busy", "false");
-    dispatch(element, "workerless:error", { url: url, status: status, error: error, element: element });
+    const content = contentOf(element);
+    content.textContent = "";
+    content.appendChild(box);
+    markShown(element, content, "error", "");
+    dispatch(content, "workerless:error", {
+      url: url,
+      status: status,
+      error: error,
+      element: element,
+      content: content,
+    });
     return "error";
   }
 
@@ -283,15 +301,21 @@
     return found;
   }
 
+  // The shadow host of a streamed page's placeholder (its <wl-page>), else null.
+  function streamHost(element) {
+    if (!element.hasAttribute("data-fragment-slot")) {
+      return null;
+    }
+    const root = element.getRootNode();
+    return root.host || null;
+  }
+
   // The chunk the server streamed for a placeholder of a streamed page: a child of the shadow
   // host that fills the placeholder's <slot>.
   function streamedChunk(element) {
+    const host = streamHost(element);
     const name = element.getAttribute("data-fragment-slot");
-    const root = element.getRootNode();
-    if (!name || !root.host) {
-      return null;
-    }
-    const children = root.host.children;
+    const children = host ? host.children : [];
     for (let i = 0; i < children.length; i += 1) {
       if (children[i].getAttribute("slot") === name) {
         return children[i];
@@ -300,36 +324,65 @@
     return null;
   }
 
-  // Takes over what a streamed page's response already showed: a fragment written into it (or
-  // inlined in its skeleton) counts as loaded, an error box as an error; what the response
-  // left pending (past the page's deadline) is loaded here like any placeholder.
-  function adoptStreamed(element) {
+  // Where a placeholder's content goes: on a streamed page, a chunk (made if missing) in the
+  // light DOM like the ones the server streams; elsewhere the placeholder itself.
+  function contentOf(element) {
+    const host = streamHost(element);
+    if (!host) {
+      return element;
+    }
+    let chunk = streamedChunk(element);
+    if (!chunk) {
+      chunk = document.createElement("div");
+      chunk.className = "wl-chunk";
+      chunk.setAttribute("slot", element.getAttribute("data-fragment-slot"));
+      host.appendChild(chunk);
+    }
+    return chunk;
+  }
+
+  // Whether all of a streamed chunk is in: the server writes a newline after each, so a chunk
+  // with a next sibling is complete, and so is every chunk once the document is parsed.
+  function arrived(chunk) {
+    return chunk.nextSibling !== null || document.readyState !== "loading";
+  }
+
+  // Takes over what a streamed page's response showed for one placeholder: a fragment written
+  // into it counts as loaded, an error box as an error; what the response left pending (past
+  // the page's deadline) is loaded here like any placeholder.
+  function adoptStreamed(element, chunk) {
+    started.add(element);
     const url = element.getAttribute("data-fragment");
-    const chunk = streamedChunk(element);
-    const shown = chunk || element;
-    const state = shown.getAttribute("data-fragment-state");
-    const cacheStatus = shown.getAttribute("data-cache-status") || "";
-    if (state === "loaded" || state === "error") {
-      started.add(element);
-      element.setAttribute("data-fragment-state", state);
-      element.setAttribute("aria-busy", "false");
-      if (cacheStatus) {
-        element.setAttribute("data-cache-status", cacheStatus);
-      }
-      if (state === "loaded") {
-        dispatch(element, "workerless:load", { url: url, status: 200, cacheStatus: cacheStatus, element: element });
-      } else {
-        const status = parseInt((/fwd-status=(\d+)/.exec(cacheStatus) || [])[1], 10) || null;
-        dispatch(element, "workerless:error", { url: url, status: status, error: null, element: element });
-      }
+    const state = chunk.getAttribute("data-fragment-state");
+    const cacheStatus = chunk.getAttribute("data-cache-status") || "";
+    if (state !== "loaded" && state !== "error") {
+      chunk.remove(); // its link is for pages without JavaScript; the spinner shows again
+      load(element);
       return;
     }
-    if (chunk) {
-      chunk.remove(); // its link is for pages without JavaScript; the spinner shows again
+    markShown(element, chunk, state, cacheStatus);
+    const detail = { url: url, status: 200, cacheStatus: cacheStatus, element: element, content: chunk };
+    if (state === "loaded") {
+      dispatch(chunk, "workerless:load", detail);
+      loadDescendants(chunk);
+    } else {
+      detail.status = parseInt((/fwd-status=(\d+)/.exec(cacheStatus) || [])[1], 10) || null;
+      detail.error = null;
+      dispatch(chunk, "workerless:error", detail);
     }
   }
 
-  // The placeholder a streamed error box (outside the shadow root) stands for.
+  // Adopts each streamed fragment that has fully arrived and was not adopted yet.
+  function adoptArrived() {
+    placeholdersIn(document, false).forEach(function (element) {
+      const chunk = started.has(element) ? null : streamedChunk(element);
+      if (chunk && arrived(chunk)) {
+        adoptStreamed(element, chunk);
+      }
+    });
+  }
+
+  // The placeholder a streamed chunk (outside the shadow root) stands for.
   function placeholderOfChunk(chunk) {
     const host = chunk.parentElement;
     const name = chunk.getAttribute("slot");
@@ -370,21 +423,31 @@
     if (!button) {
       return;
     }
-    const chunk = button.closest("[slot]");
-    const element = button.closest("[data-fragment]") || (chunk && placeholderOfChunk(chunk));
+    // A nested placeholder's box is inside it; a streamed page's box is in its chunk.
+    const placeholder = button.closest("[data-fragment]");
+    const chunk = placeholder ? null : button.closest("wl-page > [slot]");
+    const element = placeholder || (chunk && placeholderOfChunk(chunk));
     if (!element || running.has(element)) {
       return;
     }
     event.preventDefault();
-    if (chunk && !element.contains(chunk)) {
-      chunk.remove();
+    if (streamHost(element)) {
+      if (chunk) {
+        chunk.remove(); // the placeholder's slot shows its spinner again
+      }
+    } else {
+      const markup = initialMarkup.get(element);
+      element.innerHTML = markup !== undefined ? markup : SPINNER_HTML;
     }
-    const markup = initialMarkup.get(element);
-    element.innerHTML = markup !== undefined ? markup : SPINNER_HTML;
     load(element);
   });
 
   window.workerless = {
+    // Every placeholder under root (default: the document), those in a streamed page's
+    // shadow root included.
+    fragments: function (root) {
+      return placeholdersIn(root === undefined ? document : root, true);
+    },
     load: load,
     loadAll: function (root) {
       return loadAll(root === undefined ? document : root);
@@ -393,15 +456,23 @@
   };
 
   function start() {
-    const streamed = placeholdersIn(document, false).filter(function (element) {
-      return element.hasAttribute("data-fragment-slot");
-    });
-    streamed.forEach(adoptStreamed);
+    adoptArrived();
     loadAll(document);
   }
 
   if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", start, { once: true });
+    // A streamed page is still arriving: adopt each fragment as the parser appends it.
+    const observer = new MutationObserver(adoptArrived);
+    observer.observe(document, { childList: true, subtree: true });
+    adoptArrived();
+    document.addEventListener(
+      "DOMContentLoaded",
+      function () {
+        observer.disconnect();
+        start();
+      },
+      { once: true }
+    );
   } else {
     start();
   }

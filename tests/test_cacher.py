@@ -106,6 +106,44 @@ async def test_deadline_raises_still_computing_and_computation_continues() -> No
     assert upstream.calls == 1
 
 
+async def test_each_waiter_leaves_at_its_own_deadline(autojump_clock: trio.abc.Clock) -> None:
+    """Waiters on one computation leave at their own deadlines (a sooner one joining later
+    too), a cancelled one leaves alone, and the others get the value when it ends."""
+    upstream = Upstream()
+    upstream.hold = True
+    left: dict[str, float] = {}
+    got: list[str] = []
+    with trio.fail_after(100):
+        async with Cacher(hard_limit=1000) as cacher:
+            start = trio.current_time()
+
+            async def waiter(name: str, deadline: float | None) -> None:
+                try:
+                    got.append(await cacher.fetch("k", upstream, deadline=deadline))
+                except StillComputing:
+                    left[name] = trio.current_time() - start
+
+            async def cancelled(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+                with trio.CancelScope() as scope:
+                    task_status.started(scope)
+                    await cacher.fetch("k", upstream)
+                left["cancelled"] = trio.current_time() - start
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(waiter, "long", 30.0)
+                nursery.start_soon(waiter, "unbounded", None)
+                await trio.sleep(1)
+                nursery.start_soon(waiter, "short", 2.0)
+                scope = await nursery.start(cancelled)
+                await trio.sleep(1)
+                scope.cancel()
+                await trio.sleep(10)
+                upstream.release.set()
+    assert left == {"short": pytest.approx(3.0), "cancelled": pytest.approx(2.0)}
+    assert got == ["value #1", "value #1"]
+    assert upstream.calls == 1
+
+
 async def test_errors_reach_all_waiters_and_are_never_cached(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

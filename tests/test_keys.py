@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+from workerless._http import request_header
 from workerless._keys import MAX_KEY_LENGTH, bound_key, canonical_url
 
 ODD = [
@@ -60,3 +61,21 @@ def test_bound_key_keeps_short_keys_and_hashes_the_rest() -> None:
     assert bound_key("a#b") != "a#b"
     for a, b in itertools.combinations(["a#b", "a%23b", "é", "%C3%A9", "a b", "a%20b"], 2):
         assert bound_key(a) != bound_key(b)
+
+
+def test_request_header_reads_the_first_value_whatever_the_raw_case() -> None:
+    """request_header gives a header's first value, its raw ASGI name in any case, for the
+    names a hit reads and any other, and None for an absent one."""
+    scope = {
+        "headers": [
+            (b"HX-Request", b"true"),
+            (b"Accept-Language", b"fr"),
+            (b"hx-request", b"false"),
+            (b"accept-language", b"en"),
+        ]
+    }
+    assert request_header(scope, "hx-request") == "true"
+    assert request_header(scope, "accept-language") == "fr"
+    assert request_header(scope, "authorization") is None
+    assert request_header(scope, "turbo-frame") is None
+    assert request_header(scope, "x-absent") is None

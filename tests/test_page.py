@@ -8,6 +8,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from quart_trio import QuartTrio
 from servers import ROOT, serve_in_process
 
 from workerless import Workerless, stream_template
+from workerless._balance import is_balanced
 
 TIMEOUT = 10.0
 _runs = itertools.count()
@@ -123,10 +125,12 @@ async def test_streamed_fragment_is_a_hit_for_its_url_and_back(client: httpx.Asy
 
         assert (await client.get(f"/part/{run}-b")).status_code == 200
         async with streamed(client, f"/page/{run}?names=b") as stream:
-            skeleton = await stream.until("</template>")
-    assert '<slot name="wl-0">' not in skeleton
-    assert re.search(r'data-fragment-state="loaded" data-cache-status="workerless; hit', skeleton)
-    assert f'<p class="part" data-name="{run}-b">' in skeleton
+            skeleton = await stream.until(r'</template>\s*<div slot="wl-0".*</div>')
+    # Inlined as its chunk right after the shadow root, in the first flush.
+    inlined = skeleton[skeleton.index("</template>") :]
+    assert slot_chunks(inlined) == [("wl-0", "loaded")]
+    assert re.search(r'data-fragment-state="loaded" data-cache-status="workerless; hit', inlined)
+    assert f'<p class="part" data-name="{run}-b">' in inlined
     assert await calls(client, f"{run}-a") == 1
     assert await calls(client, f"{run}-b") == 1
 
@@ -278,3 +282,136 @@ async def test_a_bad_page_deadline_is_refused_by_name() -> None:
             await stream_template("page_app.html", deadline=-1, run="x", names=[], extra="")
         with pytest.raises(TypeError, match="deadline= of stream_template"):
             await stream_template("page_app.html", deadline="5", run="x", names=[], extra="")
+
+
+# Odd names of /part/<name>, as written in a template: what the page computes, what the
+# browser fetches (tabs and newlines dropped by its URL parser, %XX decoded by the server),
+# and the name the view then gets.
+ODD_URLS = [
+    ("é", "é"),
+    ("%41", "A"),
+    ("two words", "two words"),
+    ("q?y=1", "q"),
+    ("h#frag", "h"),
+    ("t\tab\nline", "tabline"),
+    ('"><img src=x onerror=alert(1)>', '"><img src=x onerror=alert(1)>'),
+]
+
+
+async def test_odd_fragment_urls_share_their_key_with_the_browser_fetch(
+    client: httpx.AsyncClient,
+) -> None:
+    """A fragment URL with odd characters is computed under the key a browser's fetch of it
+    gets (a later GET is a hit, its view ran once), and is escaped wherever the page writes it."""
+    run = new_run()
+    with trio.fail_after(TIMEOUT):
+        for written, name in ODD_URLS:
+            await release(client, quote(f"{run}-{name}", safe=""))
+            url = f"/part/{run}-{written}"
+            page = await client.get(f"/page/{run}", params={"names": "", "extra": url})
+            assert page.status_code == 200
+            assert slot_chunks(page.text) == [("wl-0", "loaded")], written
+            assert "<img" not in page.text
+            fetched = await client.get(url.replace("\t", "").replace("\n", ""))
+            assert fetched.status_code == 200
+            assert fetched.headers["cache-status"].startswith("workerless; hit"), written
+            assert await calls(client, quote(f"{run}-{name}", safe="")) == 1, written
+
+
+async def test_urls_of_other_sites_are_left_to_the_browser(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fragment URL of another host or scheme is not computed here (not even its path on
+    this site): its placeholder is left to the browser, logged, with no link to a script URL."""
+    run = new_run()
+    await release(client, f"{run}-x")
+    foreign = [
+        f"//elsewhere.example/part/{run}-x",
+        f"http://elsewhere.example/part/{run}-x",
+        f"http://[elsewhere/part/{run}-x",
+        "javascript:alert(1)",
+    ]
+    with trio.fail_after(TIMEOUT):
+        for url in foreign:
+            page = await client.get(f"/page/{run}", params={"names": "", "extra": url})
+            assert page.status_code == 200
+            assert slot_chunks(page.text) == [("wl-0", "pending")]
+            assert f"{url!r} is not a URL of this site" in caplog.text
+        assert await calls(client, f"{run}-x") == 0
+    assert 'class="wl-fallback">extra: still computing' in page.text  # javascript: gets no href
+    assert "href=\"javascript" not in page.text
+
+
+async def test_a_fragment_leaving_tags_open_is_left_to_the_client(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fragment whose HTML leaves an element open is not written into the page (it would
+    swallow the fragments after it): a link to it instead, a warning, the others unharmed."""
+    run = new_run()
+    with trio.fail_after(TIMEOUT):
+        await release(client, f"{run}-unclosed")
+        await release(client, f"{run}-a")
+        page = await client.get(f"/page/{run}?names=unclosed,a")
+        fetched = await client.get(f"/part/{run}-unclosed")
+    assert sorted(slot_chunks(page.text)) == [("wl-0", "pending"), ("wl-1", "loaded")]
+    assert "never closed" not in page.text
+    assert f'href="/part/{run}-unclosed">unclosed: open it</a>' in page.text
+    assert f"/part/{run}-unclosed leaves tags open" in caplog.text
+    assert "never closed" in fetched.text
+    assert fetched.headers["cache-status"].startswith("workerless; hit")
+
+
+async def test_a_template_that_raises_fails_before_any_byte(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A page whose template raises after its placeholders gets a plain 500, logged, before
+    any byte of a 200 is sent (the template is rendered whole first); no fragment starts."""
+    run = new_run()
+    with trio.fail_after(TIMEOUT):
+        page = await client.get(f"/broken/{run}?names=a,b")
+        await trio.sleep(0.1)  # what the page would have started would run by now
+        ran = [await calls(client, f"{run}-{name}") for name in ("a", "b")]
+    assert page.status_code == 500
+    assert "<wl-page>" not in page.text
+    assert f"the template of {run} fails on purpose" in caplog.text
+    assert ran == [0, 0]
+
+
+BALANCED = [
+    "<p>x</p>",
+    "<ul><li>a<li>b</ul>",
+    "<p>one<p>two",
+    "<table><tr><td>x</table>",
+    '<svg><path d="M0"/></svg>',
+    "<img src=x><br>",
+    "a < b &amp; c",
+    "<script>if (a<b) {}</script>",
+    "<!-- c --><b>x</b>",
+    "</p>",
+    "<div><p>x</div>",
+]
+UNBALANCED = [
+    "<div>x",
+    "<div>x</div></div>",
+    "</wl-page>",
+    "<b>x",
+    "<div><b>x</div>",
+    "<script>x",
+    '<div class="x',
+    "<!-- open",
+    "<div/>",
+    "<p>x</b>",
+]
+
+
+@pytest.mark.parametrize("html", BALANCED)
+def test_html_that_closes_what_it_opens_is_balanced(html: str) -> None:
+    """HTML whose elements all close (or may be left open by HTML's rules) can be inlined."""
+    assert is_balanced(html)
+
+
+@pytest.mark.parametrize("html", UNBALANCED)
+def test_html_leaving_open_or_closing_others_is_not(html: str) -> None:
+    """HTML that leaves an element, tag or comment open, or closes what it did not open, is not
+    balanced: inline, it would swallow or close what follows."""
+    assert not is_balanced(html)

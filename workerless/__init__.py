@@ -34,6 +34,7 @@ from ._redis import RedisStore
 from ._response import CachedResponse
 from ._stats import CacherStatistics, Durations, RouteStatistics
 from ._store import Entry, Lease, Notice, Store, Watch
+from ._worker import Worker
 
 __version__ = "0.1.0"
 
@@ -73,6 +74,7 @@ __all__ = [
     "StoreUp",
     "Stored",
     "Watch",
+    "Worker",
     "Workerless",
     "WorkerlessError",
     "WorkerlessMiddleware",

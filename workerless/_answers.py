@@ -10,6 +10,7 @@ sends them over ASGI itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from quart import Response, current_app, request
 from werkzeug.datastructures import Headers
@@ -17,7 +18,7 @@ from werkzeug.datastructures import Headers
 from ._config import Settings
 from ._errors import StillComputing
 from ._flight import Fetched
-from ._http import app_url, location
+from ._http import app_url, location, request_header
 from ._response import CachedResponse, etag_matches
 from ._rules import HeaderLookup
 
@@ -162,7 +163,7 @@ def plain_answer(status: int, text: str, retry_after: int, cache_status: str) ->
 
 def respond(fetched: Fetched[CachedResponse], browser_ttl: float) -> Response:
     """`fetched_answer` for the current Quart request, as a Quart response."""
-    return _quart(fetched_answer(fetched, browser_ttl, request.headers.get))
+    return _quart(fetched_answer(fetched, browser_ttl, partial(request_header, request.scope)))
 
 
 def pending(exc: StillComputing, settings: Settings) -> Response:

@@ -12,7 +12,7 @@ from typing import Any, Generic, Literal, TypeVar, overload
 
 import trio
 
-from ._claim import Claimed, Failure, Found, LeaseKeeper, claim
+from ._claim import Failure, Found, LeaseKeeper, claim
 from ._codecs import Codec, JSONCodec
 from ._errors import ComputationFailed, Overloaded, StillComputing
 from ._events import (
@@ -30,7 +30,7 @@ from ._events import (
     StoreDown,
     StoreUp,
 )
-from ._flight import Fetched, Flight, Rules, Success
+from ._flight import Fetched, Flight, Rules, Success, Waiters
 from ._freshness import Envelope, Standing, should_refresh_early, standing
 from ._guard import GuardedStore
 from ._log import fields, logger
@@ -45,6 +45,7 @@ E = TypeVar("E", bound=Event)
 _MISSING: Any = object()  # no usable stored value (a stored value may be None itself)
 _MEMO_ENTRIES = 256  # decoded hot entries remembered (immutable values only), each at most:
 _MEMO_MAX_VALUE = 64 * 1024
+_TASK_NAME = "workerless computation"
 
 
 class Cacher(Generic[T]):
@@ -99,6 +100,7 @@ class Cacher(Generic[T]):
         self._refreshing: dict[str, Flight] = {}  # background refreshes: readers never wait
         self._running: set[Flight] = set()  # every running flight
         self._waiting: set[Watch] = set()  # watches blocked on another process's computation
+        self._waiters = Waiters()  # callers parked on this process's flights
         self._keeper = LeaseKeeper(self._guard)
         self._nursery: trio.Nursery | None = None
         self._stack: AsyncExitStack | None = None
@@ -148,6 +150,7 @@ class Cacher(Generic[T]):
                 self._draining = False
                 await nursery.start(store.run)
                 nursery.start_soon(self._keeper.run, lambda: self.lease / 3, lambda: self.lease)
+                nursery.start_soon(self._waiters.run)
                 try:
                     yield
                 finally:
@@ -174,7 +177,7 @@ class Cacher(Generic[T]):
         """
         self._draining = True
         for flight in self._running:
-            flight.wake.set()
+            self._waiters.wake(flight)
 
     @property
     def draining(self) -> bool:
@@ -278,8 +281,6 @@ class Cacher(Generic[T]):
         nursery = self._nursery
         if nursery is None:
             raise RuntimeError("the Cacher is not running: use `async with cacher:` first")
-        # The computation's rules, built only when one starts (never on a plain hit).
-        limits = (ttl, hard_limit, cacheable, shareable, stale, stale_if_error)
         fallback: tuple[T, float] | None = None  # an old value, if the computation fails
         tally = self._tallies.get(route) or self._tally(route)
         # A computation of this key already running here answers sooner than the store can, and
@@ -296,39 +297,51 @@ class Cacher(Generic[T]):
                     if self.early_refresh and should_refresh_early(
                         envelope.duration, fresh_left, self.early_refresh
                     ):
-                        self._refresh(
-                            key, compute, self._rules(*limits), envelope.generation, route
+                        rules = self._rules(
+                            ttl, hard_limit, cacheable, shareable, stale, stale_if_error
                         )
+                        self._refresh(key, compute, rules, envelope.generation, route)
                     left = None if fresh_left == math.inf else fresh_left
                     if self._listeners.wanted(Hit):
                         self._emit(Hit(key, left, route=route))
                     return Fetched(value, "hit", stored=True, ttl=left)
                 if position is Standing.STALE:
                     tally.stale += 1
-                    self._refresh(key, compute, self._rules(*limits), envelope.generation, route)
+                    rules = self._rules(
+                        ttl, hard_limit, cacheable, shareable, stale, stale_if_error
+                    )
+                    self._refresh(key, compute, rules, envelope.generation, route)
                     self._emit(Stale(key, -fresh_left, route=route))
                     return Fetched(value, "stale", stored=True, ttl=fresh_left)
                 if position is Standing.STALE_IF_ERROR:
                     fallback = (value, fresh_left)
             flight = self._flights.get(key)  # one may have started while we read the store
         collapsed = flight is not None
-        rules = self._rules(*limits)
+        # The computation's rules, built only when one starts (never on a plain hit).
+        rules = self._rules(ttl, hard_limit, cacheable, shareable, stale, stale_if_error)
         if flight is None:
             flight = self._flights[key] = self._start(key, compute, rules, route=route)
         else:
             tally.collapsed += 1
         tally.misses += 1
         self._emit(Miss(key, collapsed, route=route))
-        outcome = await self._wait(flight, deadline, collapsed, tally, route)
-        if isinstance(outcome, Success) and collapsed and not outcome.shared:
+        while True:
+            if not flight.done and not self._draining:
+                # Parked in this frame (no frame nor cancel scope per waiter: held requests
+                # are this, thousands at once); woken at the end, a drain or the deadline.
+                waited = trio.current_time()
+                tally.held += 1
+                try:
+                    await trio.lowlevel.wait_task_rescheduled(self._waiters.park(flight, deadline))
+                finally:
+                    tally.held -= 1
+                    tally.wait_time.add(trio.current_time() - waited)
+            outcome = self._outcome(flight, collapsed, tally, route)
+            joined = collapsed and flight.coordinated
+            if not joined or not isinstance(outcome, Success) or outcome.shared:
+                break
             # Hit-for-miss: the answer was private to its caller; compute our own, unshared.
-            outcome = await self._wait(
-                self._start(key, compute, rules, coordinated=False, route=route),
-                deadline,
-                collapsed,
-                tally,
-                route,
-            )
+            flight = self._start(key, compute, rules, coordinated=False, route=route)
         if isinstance(outcome, Failure):
             if fallback is not None:
                 tally.stale += 1
@@ -368,7 +381,8 @@ class Cacher(Generic[T]):
         left = None if fresh_left == math.inf else fresh_left
         if hit is None or hit(value):
             (self._tallies.get(route) or self._tally(route)).hits += 1
-            self._emit(Hit(key, left, route=route))
+            if self._listeners.wanted(Hit):
+                self._emit(Hit(key, left, route=route))
         return Fetched(value, "hit", stored=True, ttl=left)
 
     def _rules(
@@ -432,21 +446,14 @@ class Cacher(Generic[T]):
         tally.running += 1
         if self._idle.is_set():  # keep an unset one: wait_idle() callers hold it
             self._idle = trio.Event()
-        self._nursery.start_soon(self._fly, flight, compute, rules)
+        # A name of its own: trio would format one per task, kept as long as the task.
+        self._nursery.start_soon(self._fly, flight, compute, rules, name=_TASK_NAME)
         return flight
 
-    async def _wait(
-        self, flight: Flight, deadline: float | None, collapsed: bool, tally: Tally, route: str
+    def _outcome(
+        self, flight: Flight, collapsed: bool, tally: Tally, route: str
     ) -> Success[T] | Failure:
-        if not flight.done and not self._draining:
-            started = trio.current_time()
-            tally.held += 1
-            try:
-                with trio.move_on_after(float("inf") if deadline is None else deadline):
-                    await flight.wake.wait()
-            finally:
-                tally.held -= 1
-                tally.wait_time.add(trio.current_time() - started)
+        """What a caller woken from ``flight`` gets; `StillComputing` if it is not done."""
         if not flight.done:
             tally.pending += 1
             draining = self._draining
@@ -511,40 +518,126 @@ class Cacher(Generic[T]):
     async def _fly(
         self, flight: Flight, compute: Callable[[], Awaitable[T]], rules: Rules[T]
     ) -> None:
+        """The computation's task: claim the key across processes, compute, keep, announce.
+
+        One frame for as long as the computation runs: with the view's, that is what a held
+        request costs beyond a bare one, thousands at once.
+        """
+        key, route = flight.key, flight.route
+        token: str | None = None
         try:
             if flight.coordinated:
-                token = secrets.token_hex(16)
                 found = await claim(
                     self._guard,
-                    flight.key,
-                    token,
+                    key,
+                    secrets.token_hex(16),
                     self.lease,
-                    self._fresh(rules, flight.route),
+                    self._fresh(rules, route),
                     _MISSING,
                     self._waiting,
                 )
-            else:
-                found = Claimed(None)
-            if isinstance(found, Found):
-                flight.outcome = Success(found.value, stored=True, shared=True, computed_here=False)
-            elif isinstance(found, Failure):
-                flight.outcome = found
-            else:
-                flight.outcome = await self._compute(flight, compute, rules, found.token)
+                if isinstance(found, Found):
+                    flight.outcome = Success(found.value, True, shared=True, computed_here=False)
+                    return
+                if isinstance(found, Failure):
+                    flight.outcome = found
+                    return
+                token = found.token
+            self._tallies[route].computations += 1
+            if token is not None:
+                self._keeper.held[key] = token
+            started = trio.current_time()
+            outcome: Success[T] | Failure
+            try:
+                epoch = await self._guard.epoch(key)
+                try:
+                    with trio.move_on_after(rules.hard_limit) as limit:
+                        value = await compute()
+                finally:
+                    self._keeper.held.pop(key, None)
+                if limit.cancelled_caught:
+                    reason = f"ran past the hard limit of {rules.hard_limit:g} s"
+                    logger.error(
+                        "computing %r %s; cancelled", key, reason, extra=fields(key, route)
+                    )
+                    outcome = Failure(reason, timed_out=True)
+                    notice = Notice(key, "timed_out", reason, token=token or "")
+                else:
+                    duration = trio.current_time() - started
+                    outcome, notice = await self._keep(flight, value, rules, duration, epoch, token)
+            except trio.Cancelled:
+                # Shutting down: free the key at once so another process can take it over.
+                with trio.CancelScope(shield=True), trio.move_on_after(2):
+                    await self._guard.announce(
+                        Notice(key, "abandoned", "cancelled", token=token or ""), token
+                    )
+                raise
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"[:200]
+                logger.error(
+                    "computing %r failed: %s", key, reason, exc_info=exc, extra=fields(key, route)
+                )
+                outcome = Failure(reason)
+                notice = Notice(key, "failed", reason, token=token or "")
+            self._tallies[route].computation_time.add(trio.current_time() - started)
+            await self._conclude(flight, outcome, notice, token)
         except trio.Cancelled:
             if flight.outcome is None:
                 flight.outcome = Failure("cancelled while shutting down")
             raise
         except Exception as exc:  # a bug of ours or of a store: still answer every waiter
-            logger.exception(
-                "computing %r failed unexpectedly",
-                flight.key,
-                extra=fields(flight.key, flight.route),
-            )
+            logger.exception("computing %r failed unexpectedly", key, extra=fields(key, route))
             if flight.outcome is None:
                 flight.outcome = Failure(type(exc).__name__)
         finally:
             self._resolve(flight)
+
+    async def _keep(
+        self,
+        flight: Flight,
+        value: T,
+        rules: Rules[T],
+        duration: float,
+        epoch: int | None,
+        token: str | None,
+    ) -> tuple[Success[T], Notice]:
+        """Store a computed value if its rules allow; its outcome, and the notice to announce."""
+        key, route = flight.key, flight.route
+        shared = rules.shareable is None or rules.shareable(value)
+        cached = shared and (rules.cacheable is None or rules.cacheable(value))
+        stored = (
+            cached
+            and epoch is not None
+            and await self._put(key, value, rules, duration, epoch, route)
+        )
+        if stored:
+            self._emit(Stored(key, rules.ttl, duration, route=route))
+            if rules.replacing is not None:
+                self._emit(Refreshed(key, duration, route=route))
+        outcome = Success(value, stored=stored, shared=shared, computed_here=True)
+        return outcome, Notice(key, "stored", cached=stored, token=token or "")
+
+    async def _conclude(
+        self, flight: Flight, outcome: Success[T] | Failure, notice: Notice, token: str | None
+    ) -> None:
+        """Count a failure, announce the end to other processes, set the flight's outcome."""
+        if isinstance(outcome, Failure):
+            tally = self._tallies[flight.route]
+            tally.failures += 1
+            tally.timeouts += outcome.timed_out
+            self._emit(Failed(flight.key, outcome.reason, outcome.timed_out, route=flight.route))
+        if flight.coordinated:
+            if isinstance(outcome, Success) and outcome.stored:
+                # Stored: a new local request finds the value, so local waiters need not wait
+                # for the two round trips of the announcement.
+                flight.outcome = outcome
+                self._resolve(flight)
+            # Otherwise give the lease back and tell other processes before answering local
+            # waiters: a new local request in between would find the lease still held.
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await self._guard.announce(notice, token)
+        if not flight.done:
+            flight.outcome = outcome
 
     def _resolve(self, flight: Flight) -> None:
         if flight.done:
@@ -559,79 +652,7 @@ class Cacher(Generic[T]):
         self._tallies[flight.route].running -= 1
         if not self._running:
             self._idle.set()
-        flight.wake.set()
-
-    async def _compute(
-        self,
-        flight: Flight,
-        compute: Callable[[], Awaitable[T]],
-        rules: Rules[T],
-        token: str | None,
-    ) -> Success[T] | Failure:
-        key, route = flight.key, flight.route
-        tally = self._tallies[route]
-        tally.computations += 1
-        if token is not None:
-            self._keeper.held[key] = token
-        started = trio.current_time()
-        outcome: Success[T] | Failure
-        try:
-            epoch = await self._guard.epoch(key)
-            try:
-                with trio.move_on_after(rules.hard_limit) as limit:
-                    value = await compute()
-            finally:
-                self._keeper.held.pop(key, None)
-            if limit.cancelled_caught:
-                reason = f"ran past the hard limit of {rules.hard_limit:g} s"
-                logger.error("computing %r %s; cancelled", key, reason, extra=fields(key, route))
-                outcome = Failure(reason, timed_out=True)
-                notice = Notice(key, "timed_out", reason, token=token or "")
-            else:
-                shared = rules.shareable is None or rules.shareable(value)
-                cached = shared and (rules.cacheable is None or rules.cacheable(value))
-                duration = trio.current_time() - started
-                stored = (
-                    cached
-                    and epoch is not None
-                    and await self._put(key, value, rules, duration, epoch, route)
-                )
-                outcome = Success(value, stored=stored, shared=shared, computed_here=True)
-                notice = Notice(key, "stored", cached=stored, token=token or "")
-                if stored:
-                    self._emit(Stored(key, rules.ttl, duration, route=route))
-                    if rules.replacing is not None:
-                        self._emit(Refreshed(key, duration, route=route))
-        except trio.Cancelled:
-            # Shutting down: free the key at once so another process can take it over.
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await self._guard.announce(
-                    Notice(key, "abandoned", "cancelled", token=token or ""), token
-                )
-            raise
-        except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"[:200]
-            logger.error(
-                "computing %r failed: %s", key, reason, exc_info=exc, extra=fields(key, route)
-            )
-            outcome = Failure(reason)
-            notice = Notice(key, "failed", reason, token=token or "")
-        tally.computation_time.add(trio.current_time() - started)
-        if isinstance(outcome, Failure):
-            tally.failures += 1
-            tally.timeouts += outcome.timed_out
-            self._emit(Failed(key, outcome.reason, outcome.timed_out, route=route))
-        if flight.coordinated:
-            if isinstance(outcome, Success) and outcome.stored:
-                # Stored: a new local request finds the value, so local waiters need not wait
-                # for the two round trips of the announcement.
-                flight.outcome = outcome
-                self._resolve(flight)
-            # Otherwise give the lease back and tell other processes before answering local
-            # waiters: a new local request in between would find the lease still held.
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await self._guard.announce(notice, token)
-        return outcome
+        self._waiters.wake(flight)
 
     async def _put(
         self, key: str, value: T, rules: Rules[T], duration: float, epoch: int, route: str

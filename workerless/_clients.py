@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from functools import partial
 from html import escape
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ from quart import Response, request
 from werkzeug.datastructures import Headers
 
 from ._answers import VARIES_ON, Answer
+from ._http import request_header
 from ._response import etag_matches, header
 from ._rules import HeaderLookup
 
@@ -61,8 +63,8 @@ def adapt_answer(answer: Answer, header: HeaderLookup, own_url: Callable[[], str
 
 async def adapt_for_client(response: Response) -> Response:
     """`adapt_answer` for the current Quart request (a fragment route's answer)."""
-    lookup = request.headers.get
-    if lookup("HX-Request") != "true" and not lookup("Turbo-Frame"):
+    lookup = partial(request_header, request.scope)
+    if lookup("hx-request") != "true" and not lookup("turbo-frame"):
         return response  # the usual case, at the cost of two lookups
     body = await response.get_data(as_text=False)
     answer = Answer(response.status_code, list(response.headers.items()), body)

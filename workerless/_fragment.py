@@ -11,6 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 import trio
 from quart import Blueprint, Request, Response, current_app, request
+from quart.ctx import RequestContext
 from quart.globals import request_ctx
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -31,7 +32,7 @@ from ._errors import (
 )
 from ._events import Event, EventName
 from ._flight import Fetched
-from ._http import app_url
+from ._http import app_url, request_header
 from ._keys import bound_key, canonical_url
 from ._lifespan import LazyLifespan
 from ._log import fields
@@ -399,18 +400,32 @@ class FragmentRoute(SharingRules):
         self.stale = stale
         self.stale_if_error = stale_if_error
         self.browser_ttl = browser_ttl
+        self._computes: dict[frozenset[str], Callable[[], Awaitable[CachedResponse]]] = {}
 
-    async def _compute(self, view_args: dict[str, Any], varied: frozenset[str]) -> CachedResponse:
+    def _compute_for(self, varied: frozenset[str]) -> Callable[[], Awaitable[CachedResponse]]:
+        """`_compute` bound to ``varied``, made once per value of it (not once per request)."""
+        bound = self._computes.get(varied)
+        if bound is None:
+            bound = self._computes[varied] = partial(self._compute, varied)
+        return bound
+
+    async def _compute(
+        self, varied: frozenset[str], view_args: dict[str, Any] | None = None
+    ) -> CachedResponse:
         """Run the view in the background and capture its response, with its ETag.
 
-        This runs in the computation's task, which trio started with a copy of the request
-        task's context; working on a copy of that request context keeps ``request`` usable
-        after the request is answered, and the copy is paid for on a miss only, never on a
-        hit.  (What Quart's ``copy_current_request_context`` does, without its two frames: this
-        one stays alive for as long as the computation runs.)
+        The view gets ``view_args``, by default the request's own.  This runs in the
+        computation's task, which trio started with a copy of the request task's context;
+        working on a copy of that request context keeps ``request`` usable after the request
+        is answered, and the copy is paid for on a miss only, never on a hit.  (What Quart's
+        ``copy_current_request_context`` does, without its two frames nor routing the request
+        again: this frame stays alive for as long as the computation runs.)
         """
-        async with request_ctx.copy():
+        original: RequestContext = request_ctx._get_current_object()  # type: ignore[attr-defined]
+        async with _ComputationContext(original):
             app = current_app
+            if view_args is None:
+                view_args = original.request.view_args or {}
             try:
                 rv = await app.ensure_async(self.view)(**view_args)
             except HTTPException as exc:  # abort(404) and friends are responses, not failures
@@ -430,8 +445,10 @@ class FragmentRoute(SharingRules):
         """The Quart view: serve from the cache, wait on the computation, or answer 202; the
         answer adapted on the way out for htmx or Turbo if they ask.
 
-        One frame, not two: it stays alive for as long as the request is held.
+        One frame, not two: it stays alive for as long as the request is held.  The view runs
+        with the request's own ``view_args``, so Quart's copy of them is not kept.
         """
+        del view_args
         workerless = self.workerless
         settings = workerless.settings
         if not workerless._running:
@@ -440,12 +457,14 @@ class FragmentRoute(SharingRules):
                 plain(503, text, settings, "workerless; detail=not-running")
             )
         varied = self.vary
-        key = _variant(bound_key(self.key(request) if self.key else _request_url()), varied)
+        # The request itself, not its proxy: each attribute read through the proxy costs as
+        # much as the rest of a hit's key.
+        key = self._key_of(request._get_current_object(), varied)  # type: ignore[attr-defined]
         response: Response
         try:
             fetched = await workerless.cacher.fetch_result(
                 key,
-                partial(self._compute, view_args, varied),
+                self._compute_for(varied),
                 ttl=settings.ttl if self.ttl is None else self.ttl,
                 deadline=settings.deadline if self.deadline is None else self.deadline,
                 hard_limit=self.hard_limit,
@@ -471,7 +490,16 @@ class FragmentRoute(SharingRules):
 
     def page_key(self) -> str:
         """The cache key of the current request on this route: what `handle` would use."""
-        return _variant(bound_key(self.key(request) if self.key else _request_url()), self.vary)
+        return self._key_of(request._get_current_object(), self.vary)  # type: ignore[attr-defined]
+
+    def _key_of(self, req: Request, varied: frozenset[str]) -> str:
+        """``req``'s cache key: its URL (or the route's ``key=``), its variant if need be."""
+        scope = req.scope
+        key = bound_key(self.key(req) if self.key else app_url(scope, req.path))
+        if varied or request_header(scope, "authorization") is not None:
+            # Most routes vary on nothing and most requests carry no credentials: skip it.
+            key = variant(key, varied, partial(request_header, scope))
+        return key
 
     async def fetch_for_page(
         self, key: str, view_args: dict[str, Any], deadline: float
@@ -486,7 +514,7 @@ class FragmentRoute(SharingRules):
         varied = self.vary
         return await self.workerless.cacher.fetch_result(
             key,
-            partial(self._compute, view_args, varied),
+            partial(self._compute, varied, view_args),
             ttl=settings.ttl if self.ttl is None else self.ttl,
             deadline=deadline,
             hard_limit=self.hard_limit,
@@ -498,11 +526,20 @@ class FragmentRoute(SharingRules):
         )
 
 
-def _variant(key: str, varied: frozenset[str]) -> str:
-    """``key`` for the current request's values of ``varied`` and its credentials."""
-    return variant(key, varied, request.headers.get)
 
+class _ComputationContext(RequestContext):
+    """A copy of a request's context for its computation, which may outlive the request.
 
-def _request_url() -> str:
-    """The current request's path below the mount point and query, canonical (the default key)."""
-    return app_url(request.scope, request.path)
+    Pushed and popped (torn down) on its own, as Quart's ``RequestContext.copy()`` is, but
+    sharing the request's URL adapter, session and routing instead of making them again: a held
+    request carries one of these, thousands at once.
+    """
+
+    def __init__(self, original: RequestContext) -> None:
+        vars(self).update(vars(original))  # whatever Quart keeps per context, shared
+        self.preserved = False  # what is this context's own: its push, pop and callbacks
+        self._cv_tokens = []
+        self._after_request_functions = []
+
+    async def _push(self) -> None:
+        """Nothing to open: the session and the routing are the request's own, done already."""

@@ -96,6 +96,11 @@ def standing(envelope: Envelope, remaining: float | None) -> tuple[Standing, flo
 
 def should_refresh_early(duration: float, fresh_left: float, beta: float = 1.0) -> bool:
     """XFetch: refresh when ``duration * beta * -ln(U)`` reaches the fresh time left."""
-    if duration <= 0 or fresh_left == math.inf:
+    if duration <= 0 or duration * beta * _MAX_DRAW < fresh_left:  # inf too: never draw
         return False
     return duration * beta * -math.log(1.0 - random.random()) >= fresh_left
+
+
+# Above the largest -ln(U) can be (random() is at most 1 - 2**-53: -ln(2**-53) = 36.74).
+# Most hits are that far from expiry, and skip the draw.
+_MAX_DRAW = 37.0

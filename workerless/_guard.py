@@ -47,11 +47,8 @@ class GuardedStore:
             return fallback
         try:
             result = await call()
-        except StoreUnavailable as exc:
-            self._down(exc, key, route)
-            return fallback
         except StoreError as exc:
-            logger.error("store %r refused a call: %s", self.store, exc, extra=fields(key, route))
+            self._failed(exc, key, route)
             return fallback
         if not self.available:
             self.available = True
@@ -60,6 +57,12 @@ class GuardedStore:
             )
             self._on_change(StoreUp(key, route=route))
         return result
+
+    def _failed(self, exc: StoreError, key: str, route: str) -> None:
+        if isinstance(exc, StoreUnavailable):
+            self._down(exc, key, route)
+        else:
+            logger.error("store %r refused a call: %s", self.store, exc, extra=fields(key, route))
 
     def _down(self, exc: StoreUnavailable, key: str, route: str) -> None:
         self._retry_at = trio.current_time() + STORE_RETRY_INTERVAL
@@ -75,7 +78,13 @@ class GuardedStore:
 
     async def get(self, key: str, route: str = "") -> Entry | None:
         """The entry under ``key``; None on a miss or while the store cannot answer."""
-        return await self._guard(lambda: self.store.get(key), None, key, route)
+        if not self.available:
+            return await self._guard(lambda: self.store.get(key), None, key, route)
+        try:  # every hit comes here: one frame, no closure
+            return await self.store.get(key)
+        except StoreError as exc:
+            self._failed(exc, key, route)
+            return None
 
     async def epoch(self, key: str) -> int | None:
         """``key``'s invalidation epoch; None when it cannot be read (then nothing is stored)."""

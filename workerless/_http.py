@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from ._keys import _SAFE_PATH, canonical_url
 
-__all__ = ["app_url", "location"]
+__all__ = ["app_url", "location", "request_header"]
 
 
 def app_url(scope: Mapping[str, Any], path: str) -> str:
@@ -57,3 +57,36 @@ def _below(raw_path: bytes, root_path: str) -> bytes:
     if decoded.startswith(prefix):
         return quote(decoded[len(prefix) :], safe=_SAFE_PATH).encode("ascii")
     return raw_path
+
+
+# The request headers a hit reads, most often absent: read once per request, kept in the scope.
+_HOT = frozenset({"authorization", "if-none-match", "hx-request", "turbo-frame"})
+_HOT_KEY = "workerless.headers"
+
+
+def request_header(scope: Mapping[str, Any], name: str) -> str | None:
+    """The first value of request header ``name`` (lower-case), or None if absent.
+
+    werkzeug's ``Headers.get`` scans every header and raises inside for an absent one, and a
+    hit reads four mostly absent ones (Authorization, If-None-Match, HX-Request, Turbo-Frame):
+    those come from one pass over the raw ASGI headers per request, remembered in ``scope``
+    (only the ones present).  ``partial(request_header, scope)`` is a `HeaderLookup`.
+    """
+    if name not in _HOT:
+        return _first(scope, name)
+    found: dict[str, str] | None = scope.get(_HOT_KEY)
+    if found is None:
+        found = {}
+        for field, value in scope.get("headers", ()):
+            field_name = field.decode("latin-1").lower()
+            if field_name in _HOT and field_name not in found:
+                found[field_name] = value.decode("latin-1")
+        cast(dict[str, Any], scope)[_HOT_KEY] = found  # a plain dict, as every server makes
+    return found.get(name)
+
+
+def _first(scope: Mapping[str, Any], name: str) -> str | None:
+    for field, value in scope.get("headers", ()):
+        if field.decode("latin-1").lower() == name:
+            return str(value.decode("latin-1"))
+    return None

@@ -1,10 +1,11 @@
 """Streamed pages: the skeleton at once, then each fragment in the same response as it completes.
 
 The page's body is rendered inside a declarative shadow root (``<template shadowrootmode>``)
-whose placeholders are ``<slot>`` elements; each fragment is written later in the response as
-a light-DOM child ``<div slot="wl-N">`` of the shadow host, so the browser puts it in its
-placeholder with no script at all.  Fragments go through the fragment routes' own cacher and
-keys: one computed here is a hit for a later fetch of its URL, and the other way round.
+whose placeholders are ``<slot>`` elements; each fragment is written (right after the skeleton
+if cached, else as it completes) as a light-DOM child ``<div slot="wl-N">`` of the shadow host,
+so the browser puts it in its placeholder with no script at all.  Fragments go through the
+fragment routes' own cacher and keys: one computed here is a hit for a later fetch of its URL,
+and the other way round.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from markupsafe import Markup, escape
 from quart import Response, current_app, render_template, request
 
 from ._answers import cache_status
+from ._balance import is_balanced
 from ._config import check_keyword
 from ._errors import ComputationFailed, Overloaded, StillComputing
 from ._events import Miss
@@ -47,7 +49,8 @@ async def stream_template(
     the response as it completes.  A fragment waits its route's ``deadline`` at most, and never
     past the page's ``deadline`` seconds (the settings' ``deadline`` by default): the response
     then ends with its placeholder pending, which the client script fetches as in a fetched
-    page (without JavaScript it shows a link).  A failing fragment gets an error box.
+    page (without JavaScript it shows a link), and so is a fragment whose HTML is not balanced
+    or a URL of another site.  A failing fragment gets an error box.
     An HTTP/1.0 client, which cannot take a streamed body, gets the whole page at the end.
     A ``deadline`` that is not a positive number is a TypeError or ValueError naming it.
     """
@@ -157,13 +160,20 @@ class Page:
             slot.settled.set()
 
     def inline(self, head: str) -> str:
-        """``head`` with each placeholder filled: the fragment if done, else its slot."""
+        """``head`` with each placeholder's slot, then the fragments already done as chunks.
+
+        A fragment's HTML is always a light-DOM child of ``<wl-page>``, inlined or streamed:
+        page scripts find it with ``document.querySelector`` and document styles apply to it.
+        """
+        done = []
         for slot in self._slots:
             mark = f"<!--workerless-slot-{self._token}-{slot.name}-->"
             head = head.replace(mark, _placeholder(slot), 1)
-            if not slot.done:
+            if slot.done:
+                done.append(_chunk(slot))
+            else:
                 self._waiting.add(slot.name)
-        return head
+        return head + "".join(done)
 
     async def stream(self, head: str, tail: str) -> AsyncIterator[bytes]:
         """The response body: the skeleton, each fragment as it completes, then the tail."""
@@ -189,9 +199,12 @@ class Page:
         """Fetch one fragment in a request context for its URL; never raises."""
         app = current_app
         try:
-            async with app.test_request_context(
-                _app_path(slot.url), headers=headers, scheme=scheme
-            ) as context:
+            path = _app_path(slot.url, headers.get("Host", ""))
+            if path is None:
+                logger.warning("streamed page: %r is not a URL of this site", slot.url)
+                slot.finish("pending", _fallback_link(slot))
+                return
+            async with app.test_request_context(path, headers=headers, scheme=scheme) as context:
                 fragment = context.request
                 endpoint = fragment.url_rule.endpoint if fragment.url_rule else None
                 route = getattr(app.view_functions.get(endpoint or ""), "__self__", None)
@@ -217,15 +230,23 @@ class Page:
             # On the app's nursery an exception would stop the server: log it, show an error.
             logger.exception("streamed page: fragment %s failed", slot.url)
             _show_error(slot, 500)
-        slot.settled.set()
-        # The page's response may have ended (or its client left): the result is cached anyway.
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            self._send.send_nowait(slot)
+        finally:
+            slot.settled.set()
+            # The page's response may have ended (or its client left): the result is cached.
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                self._send.send_nowait(slot)
 
 
-def _app_path(url: str) -> str:
-    """``url`` (as the browser would fetch it) as a path below the app's mount point."""
-    parts = urlsplit(url)
+def _app_path(url: str, host: str) -> str | None:
+    """``url`` (as the browser would fetch it) as a path below the app's mount point; None for
+    a URL of another site or scheme (or none at all), which only the browser can fetch.
+    ``urlsplit`` drops tabs, newlines and leading spaces as a browser's URL parser does."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unbalanced "[" in the host, say
+        return None
+    if parts.scheme.lower() not in ("", "http", "https") or parts.netloc not in ("", host):
+        return None
     path = parts.path or "/"
     root = request.root_path
     if root and path.startswith(root + "/"):
@@ -237,8 +258,14 @@ def _show_result(slot: _Slot, fetched: Fetched[CachedResponse]) -> None:
     cached = fetched.value
     if not 200 <= cached.status < 300:
         _show_error(slot, cached.status)
+        return
+    html = cached.body.decode("utf-8", "replace")
+    if is_balanced(html):
+        slot.finish("loaded", html, cache_status(fetched))
     else:
-        slot.finish("loaded", cached.body.decode("utf-8", "replace"), cache_status(fetched))
+        # Inline, it would swallow or close what follows it; fetched, it is parsed on its own.
+        logger.warning("streamed page: fragment %s leaves tags open or closes others", slot.url)
+        slot.finish("pending", _fallback_link(slot, "open it"))
 
 
 def _chunk(slot: _Slot) -> str:
@@ -259,16 +286,22 @@ def _show_error(slot: _Slot, status: int) -> None:
         '<div class="wl-error">'
         '<p class="wl-error-message">This part of the page could not be loaded '
         f"(HTTP {status}).</p>"
-        f'<a class="wl-retry" href="{escape(slot.url)}" data-fragment-retry>Retry</a></div>'
+        f'<a class="wl-retry"{_href(slot)} data-fragment-retry>Retry</a></div>'
     )
     slot.finish("error", box, f"workerless; fwd=miss; fwd-status={status}")
 
 
-def _fallback_link(slot: _Slot) -> str:
-    return (
-        f'<a class="wl-fallback" href="{escape(slot.url)}">'
-        f"{escape(slot.label)}: still computing, open it</a>"
-    )
+def _href(slot: _Slot) -> str:
+    """The link to a fragment's URL, none for a scheme that would run instead of load."""
+    try:
+        scheme = urlsplit(slot.url).scheme.lower()
+    except ValueError:
+        return ""
+    return f' href="{escape(slot.url)}"' if scheme in ("", "http", "https") else ""
+
+
+def _fallback_link(slot: _Slot, why: str = "still computing, open it") -> str:
+    return f'<a class="wl-fallback"{_href(slot)}>{escape(slot.label)}: {why}</a>'
 
 
 def _spinner_slot(slot: _Slot) -> str:
@@ -279,7 +312,7 @@ def _spinner_slot(slot: _Slot) -> str:
 
 
 def _placeholder(slot: _Slot) -> str:
-    """The placeholder in the skeleton: the fragment itself if done by then, else its slot."""
+    """The placeholder in the skeleton: a slot with a spinner, which its chunk fills."""
     classes = "wl-fragment wl-streamed" + (f" {escape(slot.class_)}" if slot.class_ else "")
     attributes = ""
     if slot.retries is not None:
@@ -288,6 +321,6 @@ def _placeholder(slot: _Slot) -> str:
         attributes += f' data-fragment-timeout="{escape(str(slot.timeout))}"'
     return (
         f'<div class="{classes}" data-fragment="{escape(slot.url)}" data-fragment-slot='
-        f'"{slot.name}" data-fragment-state="{slot.state}"{_cache_status(slot)}{attributes}'
-        f' aria-live="polite">{slot.inner if slot.done else _spinner_slot(slot)}</div>'
+        f'"{slot.name}" data-fragment-state="loading"{attributes}'
+        f' aria-live="polite">{_spinner_slot(slot)}</div>'
     )

@@ -2,9 +2,10 @@
 
 Run as ``apps.page_app:app``.  ``/page/<run>?names=a,b&deadline=S`` streams fragments
 ``/part/<run>-<name>`` (and ``&extra=URL`` one more, any URL); ``/fetched/<run>?names=...``
-is the same page in fetched mode.  A fragment finishes when ``POST /release/<run>-<name>`` is
-called; one named ``failing`` raises until ``POST /fix/<run>-failing``; ``/calls/<id>`` says
-how often a fragment's view ran.
+is the same page in fetched mode, ``/broken/<run>?names=...`` a page whose template raises
+after its placeholders.  A fragment finishes when ``POST /release/<run>-<name>`` is called;
+one named ``failing`` raises until ``POST /fix/<run>-failing``, one named ``unclosed`` leaves
+its element open; ``/calls/<id>`` says how often a fragment's view ran.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 import trio
+from markupsafe import escape
 from quart import Response, render_template, request
 from quart_trio import QuartTrio
 
@@ -41,6 +43,14 @@ async def fetched(run: str) -> str:
     return await render_template("page_app.html", **_context(run))
 
 
+@app.get("/broken/<run>")
+async def broken(run: str) -> Response:
+    def explode() -> str:
+        raise RuntimeError(f"the template of {run} fails on purpose")
+
+    return await stream_template("page_app.html", after=explode, **_context(run))
+
+
 @app.get("/plain")
 async def plain() -> str:
     return "not a fragment"
@@ -52,7 +62,9 @@ async def part(name: str) -> str:
     await gates[name].wait()
     if name.endswith("-failing") and name not in fixed:
         raise RuntimeError(f"{name} fails on purpose")
-    return f'<p class="part" data-name="{name}">done {name}</p>'
+    if name.endswith("-unclosed"):
+        return f'<div class="part" data-name="{escape(name)}">done, and never closed'
+    return f'<p class="part" data-name="{escape(name)}">done {escape(name)}</p>'
 
 
 @app.post("/release/<name>")

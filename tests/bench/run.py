@@ -1,7 +1,7 @@
 """Measure workerless beside what users would do instead; print one table, write it as JSON.
 
     python tests/bench/run.py [--quick] [--store memory|redis|both] [--json PATH]
-                              [--scenarios 1,2,3,4,5,6,7,8,9,10]
+                              [--scenarios 1,2,3,4,5,6,7,8,9,10,11]
 
 Starts real ``hypercorn --worker-class trio`` servers on free ports (and a redis-server for
 the Redis store) and drives them from other processes: ``wrk`` and a trio client.  Every
@@ -35,11 +35,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from servers import redis_server  # noqa: E402
 
-from bench import faults, freshness, metrics, middleware, scenarios, streamed  # noqa: E402
+from bench import faults, freshness, metrics, middleware, queues, scenarios, streamed  # noqa: E402
 from bench.procs import app_servers  # noqa: E402
 from bench.report import Row, log, machine, markdown  # noqa: E402
 
-SCENARIOS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+SCENARIOS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
 TITLES = {
     1: "hit overhead",
     2: "stampede",
@@ -51,6 +51,7 @@ TITLES = {
     8: "middleware hit",
     9: "metrics overhead",
     10: "streamed page",
+    11: "queue",
 }
 
 
@@ -73,7 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scenarios",
         type=lambda text: sorted({int(s) for s in text.split(",") if s.strip()}),
         default=list(SCENARIOS),
-        help="comma-separated scenario numbers (default: all, 1,2,3,4,5,6,7,8,9,10)",
+        help="comma-separated scenario numbers (default: all, 1,2,3,4,5,6,7,8,9,10,11)",
     )
     args = parser.parse_args(argv)
     if not set(args.scenarios) <= set(SCENARIOS):
@@ -153,8 +154,12 @@ def main(argv: list[str] | None = None) -> int:
             # The page's own server keeps its fragments in memory: the store is not the point.
             if 10 in chosen and store == held_store:
                 record(10, "memory", streamed.streamed_page, "memory", sizes, nonce, log_dir)
+            if 11 in chosen and store == "redis":
+                record(11, store, queues.queue, url, args.quick, nonce, log_dir)
     if 5 in chosen and "redis" not in stores:
         results["5"]["skipped"] = "needs the Redis store: --store redis or both"
+    if 11 in chosen and "redis" not in stores:
+        results["11"]["skipped"] = "the queue needs Redis: --store redis or both"
 
     # Stable: each scenario's rows stay in the order measured (memory store first).
     rows.sort(key=lambda row: int(row.scenario))

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(
 
 def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     """A quick run exits 0, reports every scenario, and counts computations (and, with the
-    metrics on, hits) right."""
+    metrics on, hits; and queue jobs) right."""
     out = tmp_path / "bench.json"
     done = subprocess.run(
         [sys.executable, str(RUN), "--quick", "--json", str(out)],
@@ -39,7 +39,7 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     results = report["results"]
     stores = report["stores"]
     assert report["failures"] == []
-    assert set(results) == {"1", "2", "3", "4", "5", "6", "7", "8", "9", "10"}
+    assert set(results) == {"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"}
 
     for store in stores:
         assert results["1"][store]["fragment"]["errors"] == 0
@@ -140,3 +140,14 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
         assert results["8"][store]["failures"] == []
         assert hit["computations"] == 1  # every request after the first was a hit
         assert hit["page"]["errors"] == hit["bare"]["errors"] == 0
+    if "redis" in stores:
+        queue = results["11"]["redis"]
+        assert queue["failures"] == []
+        assert (
+            queue["pickup"]["held"]["n"] == queue["pickup"]["poll"]["n"] == queue["pickup"]["jobs"]
+        )
+        for workers in (1, 4, 16):
+            assert queue[f"throughput {workers}"]["errors"] == 0
+        assert queue["kills"]["lost"] == 0  # correctness, not speed: no job lost to a SIGKILL
+    else:
+        assert "skipped" in results["11"]

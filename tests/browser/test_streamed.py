@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,9 +43,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hypercorn]:
 class Streamed:
     """One streamed page in the browser, and the fragments the test finishes one by one."""
 
-    def __init__(self, server: Hypercorn, page: Page) -> None:
+    def __init__(self, server: Hypercorn, page: Page, names: tuple[str, ...] = NAMES) -> None:
         self.server = server
         self.page = page
+        self.names = names
         self.run = f"b{next(_runs)}"
         self.errors: list[str] = []
         page.on("console", self._on_console)
@@ -54,10 +56,10 @@ class Streamed:
         if message.type == "error":
             self.errors.append(message.text)
 
-    def open(self) -> None:
+    def open(self, deadline: float = PAGE_DEADLINE) -> None:
         """Start loading the page; return as soon as its response has begun."""
-        names = ",".join(NAMES)
-        url = f"{self.server.url}/page/{self.run}?names={names}&deadline={PAGE_DEADLINE}"
+        names = ",".join(self.names)
+        url = f"{self.server.url}/page/{self.run}?names={names}&deadline={deadline}"
         self.page.goto(url, wait_until="commit")
 
     def post(self, action: str, name: str) -> None:
@@ -69,7 +71,7 @@ class Streamed:
 
     def chunk(self, name: str) -> Locator:
         """What the server streamed for ``name``: a child of <wl-page> filling its slot."""
-        slot = f"wl-{NAMES.index(name)}"
+        slot = f"wl-{self.names.index(name)}"
         return self.page.locator(f'wl-page > [slot="{slot}"]')
 
     def expect_inside(self, inner: Locator, name: str) -> None:
@@ -85,7 +87,7 @@ class Streamed:
         slots: list[str] = self.page.eval_on_selector_all(
             "wl-page > [slot]", "elements => elements.map(e => e.slot)"
         )
-        return [NAMES[int(slot.removeprefix("wl-"))] for slot in slots]
+        return [self.names[int(slot.removeprefix("wl-"))] for slot in slots]
 
 
 @pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
@@ -120,13 +122,14 @@ def test_streamed_page_fills_in_completion_order(
             # Past the deadline the client script asks for it (held, then 202) until it is done.
             expect(late).to_have_attribute("data-fragment-state", "pending")
             streamed.post("release", "late")
-            expect(late.locator(".part")).to_be_visible()
+            # Its content goes where a streamed one would: a chunk of <wl-page> filling its slot.
+            streamed.expect_inside(streamed.chunk("late").locator(".part"), "late")
             expect(late).to_have_attribute("data-fragment-state", "loaded")
             # Retry works on the streamed error box, once the fragment is fixed.
             streamed.post("fix", "failing")
             streamed.chunk("failing").locator("[data-fragment-retry]").click()
-            failing = streamed.placeholder("failing")
-            expect(failing.locator(".part")).to_be_visible()
+            streamed.expect_inside(streamed.chunk("failing").locator(".part"), "failing")
+            expect(page.locator(".wl-error")).to_have_count(0)
             assert sorted(page.evaluate("window.loads")) == sorted(
                 f"/part/{streamed.run}-{name}" for name in ("a", "b", "c", "failing", "late")
             )
@@ -136,6 +139,100 @@ def test_streamed_page_fills_in_completion_order(
             expect(link).to_have_attribute("href", f"/part/{streamed.run}-late")
             streamed.post("release", "late")
         page.wait_for_load_state("load")
+        assert streamed.errors == []
+    finally:
+        context.close()
+
+
+# Records each workerless:load and workerless:error event as it fires: whether the document was
+# still loading, and whether its target is the streamed chunk holding the fragment's HTML.
+RECORD_ARRIVALS = """
+window.arrivals = [];
+for (const type of ["workerless:load", "workerless:error"]) {
+  document.addEventListener(type, (event) => window.arrivals.push({
+    type: type,
+    url: event.detail.url,
+    loading: document.readyState === "loading",
+    chunk: event.target === event.detail.content && event.target.matches("wl-page > .wl-chunk"),
+    html: event.target.innerHTML,
+  }));
+}
+"""
+
+
+def readme_page_script() -> str:
+    """The page script of the README's "Streamed page" section, as written there."""
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"### Streamed page\n.*?```js\n(.*?)```", readme, re.S)
+    assert match is not None
+    return match.group(1)
+
+
+def test_streamed_events_fire_as_each_fragment_arrives(browser: Browser, server: Hypercorn) -> None:
+    """With JavaScript, workerless:load (and workerless:error) fire for a streamed fragment as
+    it arrives, while later ones are still pending, on the light-DOM chunk holding its HTML;
+    workerless.fragments() finds the placeholders inside the shadow root (the README's script)."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.add_init_script(RECORD_ARRIVALS)
+        page.add_init_script(readme_page_script())
+        streamed = Streamed(server, page, names=("a", "failing", "b"))
+        # Far past the test's own steps: the response stays open until the last release.
+        streamed.open(deadline=60)
+        expect(page.locator("#skeleton")).to_be_visible()
+        page.wait_for_function("window.workerless !== undefined")
+        urls = page.evaluate("workerless.fragments().map((e) => e.dataset.fragment)")
+        assert urls == [f"/part/{streamed.run}-{name}" for name in streamed.names]
+
+        for count, name in enumerate(("b", "failing"), start=1):
+            streamed.post("release", name)
+            page.wait_for_function(f"window.arrivals.length >= {count}")
+        arrivals = page.evaluate("window.arrivals")
+        assert [(event["type"], event["url"]) for event in arrivals] == [
+            ("workerless:load", f"/part/{streamed.run}-b"),
+            ("workerless:error", f"/part/{streamed.run}-failing"),
+        ]
+        assert all(event["loading"] and event["chunk"] for event in arrivals)
+        assert f'data-name="{streamed.run}-b"' in arrivals[0]["html"]
+        assert "could not be loaded" in arrivals[1]["html"]
+        # The page's own scripts find streamed HTML in the document, no shadow root needed.
+        expect(page.locator(f'wl-page > .wl-chunk [data-name="{streamed.run}-b"]')).to_be_visible()
+
+        streamed.post("release", "a")
+        page.wait_for_load_state("load")
+        assert len(page.evaluate("window.arrivals")) == 3
+        for name in ("a", "b"):
+            expect(streamed.chunk(name)).to_have_class(re.compile(r"\barrived\b"))
+        failed = page.evaluate("failedFragments().map((e) => e.dataset.fragment)")
+        assert failed == [f"/part/{streamed.run}-failing"]
+        assert streamed.errors == []
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
+def test_a_fragment_leaving_tags_open_spoils_nothing(
+    browser: Browser, server: Hypercorn, javascript: bool
+) -> None:
+    """A fragment whose HTML leaves an element open, streamed first, does not swallow the
+    fragments after it: each shows in its placeholder; the open one is fetched on its own with
+    JavaScript, a link without."""
+    context = browser.new_context(java_script_enabled=javascript)
+    try:
+        page = context.new_page()
+        streamed = Streamed(server, page, names=("a", "unclosed", "b"))
+        streamed.open(deadline=60)
+        expect(page.locator("#skeleton")).to_be_visible()
+        for name in ("unclosed", "a", "b"):
+            streamed.post("release", name)
+        page.wait_for_load_state("load")
+        for name in ("a", "b"):
+            streamed.expect_inside(streamed.chunk(name).locator(".part"), name)
+        if javascript:
+            streamed.expect_inside(streamed.chunk("unclosed").locator(".part"), "unclosed")
+        else:
+            streamed.expect_inside(streamed.chunk("unclosed").locator("a.wl-fallback"), "unclosed")
         assert streamed.errors == []
     finally:
         context.close()

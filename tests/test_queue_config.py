@@ -1,0 +1,105 @@
+"""The queue service's settings: refused without a token unless open, named variables, and the
+Python API (QueueEngine) that other parts of workerless build on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+import pytest
+import trio
+from servers import ROOT, RedisServer, free_port, serve_in_process
+
+from workerless import ConfigurationError
+from workerless._cli import main
+from workerless.queue import JobNotFound, LeaseLost, QueueEngine
+from workerless.queue._app import create_app
+
+
+def test_refuses_to_start_without_a_token(redis: RedisServer) -> None:
+    """No WORKERLESS_QUEUE_TOKEN and no WORKERLESS_QUEUE_OPEN=1: a ConfigurationError names
+    both; no Redis URL: it names WORKERLESS_QUEUE_URL; a bad number names its variable."""
+    with pytest.raises(ConfigurationError, match=r"WORKERLESS_QUEUE_TOKEN.*WORKERLESS_QUEUE_OPEN"):
+        create_app({"WORKERLESS_QUEUE_URL": redis.url})
+    with pytest.raises(ConfigurationError, match="WORKERLESS_QUEUE_URL"):
+        create_app({"WORKERLESS_QUEUE_TOKEN": "t", "WORKERLESS_STORE": "memory://"})
+    with pytest.raises(ConfigurationError, match="WORKERLESS_QUEUE_LEASE"):
+        create_app({"WORKERLESS_QUEUE_URL": redis.url, "WORKERLESS_QUEUE_TOKEN": "t",
+                    "WORKERLESS_QUEUE_LEASE": "soon"})  # fmt: skip
+    with pytest.raises(ConfigurationError, match="WORKERLESS_QUEUE_OPEN"):
+        create_app({"WORKERLESS_QUEUE_URL": redis.url, "WORKERLESS_QUEUE_OPEN": "maybe"})
+
+
+def test_hypercorn_refuses_to_serve_the_ready_app_without_a_token(
+    redis: RedisServer, tmp_path: object
+) -> None:
+    """``hypercorn workerless.queue:app`` without a token exits, its log naming the variable."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "WORKERLESS_QUEUE_URL": redis.url}
+    done = subprocess.run(
+        [sys.executable, "-m", "hypercorn", "--worker-class", "trio", "--bind",
+         f"127.0.0.1:{free_port()}", "workerless.queue:app"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert "WORKERLESS_QUEUE_TOKEN" in done.stdout + done.stderr
+
+
+@pytest.mark.redis
+async def test_open_mode_serves_without_a_token(redis: RedisServer) -> None:
+    """WORKERLESS_QUEUE_OPEN=1 serves the API to anyone, WORKERLESS_STORE as its Redis."""
+    app = create_app({"WORKERLESS_STORE": redis.url, "WORKERLESS_QUEUE_OPEN": "1"})
+    with trio.fail_after(20):
+        async with serve_in_process(app) as url, httpx.AsyncClient(base_url=url) as client:
+            posted = await client.post("/q/open", json={"free": True})
+            taken = await client.get("/q/open")
+            await client.post(f"/q/open/{taken.json()['id']}/done",
+                              params={"lease": taken.json()["lease"]})  # fmt: skip
+    assert posted.status_code == 201
+    assert taken.json()["job"] == {"free": True}
+
+
+@pytest.mark.redis
+async def test_engine_python_api(redis: RedisServer) -> None:
+    """QueueEngine works without HTTP: enqueue, a held take woken by a later enqueue, done,
+    and the typed errors for an unknown job and a lease that is not held."""
+    engine = QueueEngine(redis.url, prefix="engine-test:", lease=5)
+    await engine.open()
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run)
+            got = []
+            arrived = trio.Event()
+
+            async def held() -> None:
+                got.append(await engine.take("py", wait=10))
+                arrived.set()
+
+            nursery.start_soon(held)
+            await trio.sleep(0.2)
+            enqueued = await engine.enqueue("py", '{"k": 1}', priority="high")
+            await arrived.wait()
+            job = got[0]
+            assert job is not None
+            assert (job.id, job.json(), job.attempt) == (enqueued.id, {"k": 1}, 1)
+            with pytest.raises(LeaseLost):
+                await engine.done(("py", job.id, "someone-else"))
+            await engine.done(job)
+            with pytest.raises(JobNotFound):
+                await engine.status("py", job.id)
+            nursery.cancel_scope.cancel()
+    engine.close()
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("json:dumps", "is a function, not a workerless.Worker subclass"),
+        ("workerless.demo:app", "is an app"),
+        ("no_such_module_here:Worker", "cannot load"),
+        ("nocolon", "module:attribute"),
+    ],
+)
+def test_worker_command_refuses_what_it_cannot_run(target: str, message: str) -> None:
+    """`workerless worker TARGET` exits with a message saying what TARGET is and what it needs."""
+    with pytest.raises(SystemExit, match=message):
+        main(["worker", target, "--queue", "q"])
