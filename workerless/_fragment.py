@@ -7,7 +7,7 @@ import inspect
 import json
 import logging
 import multiprocessing
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import partial
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
@@ -25,10 +25,11 @@ from ._checks import RequireTrio, check_app, stop_hypercorn_worker
 from ._clients import adapt_for_client
 from ._codecs import ResponseCodec
 from ._config import Settings, check_keyword, store_from_url
-from ._errors import ComputationFailed, Overloaded, StillComputing, WorkerlessError
+from ._errors import ComputationFailed, Overloaded, StillComputing, StoreError, WorkerlessError
 from ._events import Event, EventName
 from ._http import app_url
 from ._keys import _SAFE_PATH, bound_key, canonical_url
+from ._remote import RemoteCompute, check_queue_name
 from ._response import (
     CachedResponse,
     header,
@@ -103,6 +104,9 @@ class Workerless:
         self.app: QuartTrio | None = None
         # Endpoint -> rule of the fragment routes with their own key= function.
         self._custom_keys: dict[str, str] = {}
+        # Endpoint -> the fragment routes computed by workers (compute="worker").
+        self.remote_routes: dict[str, FragmentRoute] = {}
+        self._nursery: trio.Nursery | None = None
         self._stop = trio.Event()
         self._stopped = trio.Event()
         self._running = False
@@ -153,6 +157,9 @@ class Workerless:
         stale: float | None = None,
         stale_if_error: float | None = None,
         browser_ttl: float | None = None,
+        compute: str = "here",
+        queue: str = "fragments",
+        headers: Iterable[str] = (),
         **options: Any,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Register the decorated view as a GET/HEAD fragment route on ``rule``.
@@ -167,6 +174,10 @@ class Workerless:
         seconds after that it is served if the computation fails.  ``browser_ttl`` lets the
         browser keep a fragment itself (``Cache-Control: private, max-age``); by default it
         revalidates with the fragment's ``ETag`` (a ``304``).  Unset values come from settings.
+
+        ``compute="worker"`` runs the view on ``workerless worker`` processes reading the
+        ``queue`` instead of here (see the README, "Worker-computed fragments"); ``headers``
+        names the request headers such a view reads: they go with its job, and into the key.
 
         Arguments are checked here by the rules of the settings: a number out of its range
         is a ValueError, one that is not a number (``"5"``) or a ``key`` or
@@ -192,6 +203,10 @@ class Workerless:
         for name, function in (("key", key), ("cache_statuses", cache_statuses)):
             if function is not None and not callable(function):
                 raise TypeError(f"{name}={where} must be a function, not {function!r}")
+        if compute not in ("here", "worker"):
+            raise ValueError(f"compute={where} must be 'here' or 'worker', not {compute!r}")
+        check_queue_name(queue, where)
+        job_headers = frozenset(str(name).lower() for name in headers)
 
         def decorator(view: Callable[P, R]) -> Callable[P, R]:
             route = FragmentRoute(
@@ -207,6 +222,10 @@ class Workerless:
                 browser_ttl=browser_ttl,
             )
             name = endpoint or view.__name__
+            if compute == "worker":
+                route.remote = RemoteCompute(route, queue, job_headers)
+                route.vary = job_headers
+                self.remote_routes[name] = route
             app.add_url_rule(rule, name, route.handle, methods=["GET", "HEAD"], **options)
             if key is not None:
                 self._custom_keys[name] = rule
@@ -301,6 +320,9 @@ class Workerless:
         cacher.stale = settings.stale
         cacher.stale_if_error = settings.stale_if_error
         cacher.early_refresh = settings.early_refresh
+        for route in self.remote_routes.values():
+            assert route.remote is not None
+            route.remote.start(self)
         assert self.app is not None
         # Quart cancels background tasks this long after shutdown begins: leave room for grace.
         timeout = self.app.config.get("BACKGROUND_TASK_SHUTDOWN_TIMEOUT")
@@ -317,6 +339,7 @@ class Workerless:
         try:
             async with self.cacher, trio.open_nursery() as nursery:
                 self._running = True
+                self._nursery = nursery
                 nursery.start_soon(self._watch_hypercorn_shutdown)
                 task_status.started()
                 await self._stop.wait()
@@ -392,6 +415,7 @@ class FragmentRoute:
         self.stale = stale
         self.stale_if_error = stale_if_error
         self.browser_ttl = browser_ttl
+        self.remote: RemoteCompute | None = None  # set for compute="worker"
 
         # Request headers the view's responses were seen to vary on (``Vary``), learned from
         # its responses: they become part of the key from then on.
@@ -453,23 +477,31 @@ class FragmentRoute:
         key = _variant(bound_key(self.key(request) if self.key else _request_url()), varied)
         response: Response
         try:
-            fetched = await workerless.cacher.fetch_result(
-                key,
-                partial(self._compute, view_args, varied),
-                ttl=settings.ttl if self.ttl is None else self.ttl,
-                deadline=settings.deadline if self.deadline is None else self.deadline,
-                hard_limit=self.hard_limit,
-                cacheable=self._cacheable,
-                shareable=self._shareable_for(varied),
-                stale=self.stale,
-                stale_if_error=self.stale_if_error,
-            )
+            if self.remote is not None:
+                deadline = settings.deadline if self.deadline is None else self.deadline
+                endpoint = str(request.endpoint)
+                fetched = await self.remote.fetch(key, endpoint, view_args, varied, deadline)
+            else:
+                fetched = await workerless.cacher.fetch_result(
+                    key,
+                    partial(self._compute, view_args, varied),
+                    ttl=settings.ttl if self.ttl is None else self.ttl,
+                    deadline=settings.deadline if self.deadline is None else self.deadline,
+                    hard_limit=self.hard_limit,
+                    cacheable=self._cacheable,
+                    shareable=self._shareable_for(varied),
+                    stale=self.stale,
+                    stale_if_error=self.stale_if_error,
+                )
         except StillComputing as exc:
             response = pending(exc, settings)
         except ComputationFailed as exc:
             status = 504 if exc.timed_out else 502
             text = "This fragment could not be computed."
             response = plain(status, text, settings, "workerless; fwd=miss; detail=error")
+        except StoreError:  # compute="worker" with Redis down: no fallback here (see _remote)
+            text = "The store cannot be reached now; try again shortly."
+            response = plain(503, text, settings, "workerless; fwd=miss; detail=store-down")
         except Overloaded:
             text = "Too many fragments are being computed; try again shortly."
             response = plain(503, text, settings, "workerless; fwd=miss; detail=overloaded")
