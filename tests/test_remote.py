@@ -8,15 +8,13 @@ computation is counted with INCR in the session Redis; each test uses fresh name
 from __future__ import annotations
 
 import json
-import os
-import signal
+import re
 import statistics
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 import httpx
@@ -24,7 +22,15 @@ import pytest
 import redis as redis_py
 import trio
 from quart_trio import QuartTrio
-from servers import ROOT, Hypercorn, RedisServer, hypercorn, redis_server, serve_in_process
+from servers import (
+    ROOT,
+    Hypercorn,
+    RedisServer,
+    fragment_worker,
+    hypercorn,
+    redis_server,
+    serve_in_process,
+)
 
 from workerless import Workerless
 from workerless._remote import FragmentJob
@@ -35,40 +41,13 @@ APP = "apps.remote_app:app"
 SETTINGS = {"WORKERLESS_LEASE": "2", "WORKERLESS_DEADLINE": "30", "REMOTE_SLEEP": "1"}
 
 
-@contextmanager
 def worker(
     redis_url: str, log_dir: Path, *queues: str, args: tuple[str, ...] = ()
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A `workerless worker` process for ``queues``; SIGTERMed (then killed) after."""
-    log = log_dir / f"worker-{uuid.uuid4().hex[:6]}.log"
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
-        "WORKERLESS_STORE": redis_url,
-        "REMOTE_COUNTER_URL": redis_url,
-        **SETTINGS,
-    }
-    command = [sys.executable, "-m", "workerless._remote_worker", APP]
-    for queue in queues:
-        command += ["--queue", queue]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [*command, "--job-lease", "2", "--backoff", "0.1", *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=ROOT,
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    """A fragment worker for ``queues`` with short job leases and retries."""
+    env = {"WORKERLESS_STORE": redis_url, "REMOTE_COUNTER_URL": redis_url, **SETTINGS}
+    args = ("--job-lease", "2", "--backoff", "0.1", *args)
+    return fragment_worker(APP, log_dir, queues, env=env, args=args)
 
 
 @pytest.fixture(scope="module")
@@ -359,3 +338,46 @@ async def test_worker_route_answers_503_while_redis_is_down() -> None:
                 assert response.status_code == 503
                 assert "store-down" in response.headers["Cache-Status"]
                 assert (await client.get(f"{url}/bare")).text == "ok"
+
+
+def test_readme_snippet_is_the_tested_route() -> None:
+    """The README's worker-computed route is, word for word, the one these tests run."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Worker-computed fragments\n", 1)[1].split("\n## ", 1)[0]
+    [snippet] = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert snippet in (ROOT / "tests" / "apps" / "remote_app.py").read_text()
+
+
+async def test_sigterm_gives_the_running_job_back(
+    cluster: tuple[list[Hypercorn], Path], counter: redis_py.Redis, redis: RedisServer
+) -> None:
+    """SIGTERM mid-job: the worker exits 0 after its grace period, the job goes back to the
+    queue, and the next worker's result reaches the request held all along."""
+    servers, log_dir = cluster
+    name = uuid.uuid4().hex
+    key = f"/slow/{name}?gate=1"
+    env = {
+        "WORKERLESS_STORE": redis.url,
+        "REMOTE_COUNTER_URL": redis.url,
+        **SETTINGS,
+        "WORKERLESS_GRACE": "0.5",
+    }
+    with trio.fail_after(60):
+        async with httpx.AsyncClient(timeout=40) as client, trio.open_nursery() as nursery:
+            result: list[httpx.Response] = []
+
+            async def held() -> None:
+                result.append(await client.get(servers[0].url + key))
+
+            with fragment_worker(APP, log_dir, ["kill"], env=env) as stopping:
+                nursery.start_soon(held)
+                await until(lambda: computations(counter, name) > 0)
+                stopping.terminate()
+                await until(lambda: stopping.poll() is not None)
+                assert stopping.returncode == 0
+            counter.set(f"remote:gate:{name}", 1)
+            with worker(redis.url, log_dir, "kill"):
+                await until(lambda: result)
+    assert result[0].status_code == 200
+    assert result[0].json()["computation"] == 2
+    assert len(jobs_for(counter, "kill", f"/slow/{name}?gate=1")) == 2  # the job, given back

@@ -139,6 +139,7 @@ class JobQueue:
         self._finish = client.register_script(FINISH)
         self._retry = client.register_script(RETRY)
         self._reader: redis.Redis | None = None
+        self._read_limiter = trio.CapacityLimiter(1024)
 
     def marker_key(self, key: str) -> str:
         return f"{self.store.prefix}job:{key}"
@@ -177,9 +178,14 @@ class JobQueue:
             )
         reader = self._reader
         streams: Any = {self.stream: ">"}
-        reply: Any = await self.store._call(
-            lambda: reader.xreadgroup(GROUP, consumer, streams, count=1, block=_ms(block))
-        )
+        try:
+            # Not through the store's threads: blocked reads would starve its other calls.
+            reply: Any = await trio.to_thread.run_sync(
+                lambda: reader.xreadgroup(GROUP, consumer, streams, count=1, block=_ms(block)),
+                limiter=self._read_limiter,
+            )
+        except (redis.RedisError, OSError) as exc:
+            raise self.store._error("lost Redis at", exc) from exc
         return _entries(reply[0][1] if reply else [])  # RESP2: [[stream, entries]]
 
     async def reclaim(self, consumer: str, idle: float) -> list[tuple[str, bytes]]:

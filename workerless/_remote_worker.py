@@ -217,9 +217,10 @@ class FragmentWorker:
                     except Exception as exc:  # the view's failure, not the keeper's
                         error = exc
                 nursery.cancel_scope.cancel()
-        except trio.Cancelled:
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await self._give_back(queue, entry, job)
+        except BaseException as exc:
+            if _cancelled(exc):  # stopping past the grace period (the nursery may group it)
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await self._give_back(queue, entry, job)
             raise
         if error is not None:
             reason = f"{type(error).__name__}: {error}"[:200]
@@ -315,6 +316,13 @@ class FragmentWorker:
         await queue.store.announce(
             Notice(job.key, "abandoned", "worker stopping", token=job.token), job.token
         )
+
+
+def _cancelled(exc: BaseException) -> bool:
+    """Whether ``exc`` is trio's Cancelled, alone or as the only kind in a group."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_cancelled(inner) for inner in exc.exceptions)
+    return isinstance(exc, trio.Cancelled)
 
 
 def _routes(workerless: Workerless) -> list[Any]:

@@ -82,14 +82,30 @@ async def cpu(name: str) -> Any:
 
 @workerless.fragment("/greeting", compute="worker", queue="reports", headers=["Accept-Language"])
 async def greeting() -> Any:
-    return jsonify(
-        language=request.headers.get("Accept-Language"),
-        cookie=request.headers.get("Cookie"),
-        authorization=request.headers.get("Authorization"),
-        pid=os.getpid(),
-    )
+    # Runs on a `workerless worker` process; it sees Accept-Language, never the Cookie.
+    language = request.headers.get("Accept-Language")
+    return jsonify(language=language, cookie=request.headers.get("Cookie"))
 
 
 @app.get("/bare")
 async def bare() -> str:
     return "ok"
+
+
+async def timed() -> Any:
+    seconds = float(request.args.get("t", "0"))
+    await trio.sleep(seconds)
+    # Wall-clock time the computation ended: the bench measures from here to the client.
+    return jsonify(done_at=time.time())
+
+
+# Bench scenario 12: the same job, the same workers; held until pushed, or the Worker Pattern
+# (a 1 ms deadline: 202 at once, the client polls).
+@workerless.fragment("/timed/<name>", compute="worker", queue="bench", deadline=600)
+async def held(name: str) -> Any:
+    return await timed()
+
+
+@workerless.fragment("/polled/<name>", compute="worker", queue="bench", deadline=0.001)
+async def polled(name: str) -> Any:
+    return await timed()

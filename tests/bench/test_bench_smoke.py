@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
-    """A quick run exits 0, reports all seven scenarios, and counts computations right."""
+    """A quick run exits 0, reports every scenario, and counts computations right."""
     out = tmp_path / "bench.json"
     done = subprocess.run(
         [sys.executable, str(RUN), "--quick", "--json", str(out)],
@@ -38,7 +38,7 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     results = report["results"]
     stores = report["stores"]
     assert report["failures"] == []
-    assert set(results) == {"1", "2", "3", "4", "5", "6", "7"}
+    assert set(results) == {"1", "2", "3", "4", "5", "6", "7", "12"}
 
     for store in stores:
         assert results["1"][store]["fragment"]["errors"] == 0
@@ -115,3 +115,16 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
         assert reload["with_etag"] == k
         assert reload["plain"]["statuses"] == {"200": k} and reload["plain"]["body_bytes"] > 0
         assert reload["etag"]["statuses"] == {"304": k} and reload["etag"]["body_bytes"] == 0
+
+    if "redis" in stores:
+        remote = results["12"]["redis"]
+        assert remote["failures"] == []
+        figures = remote["held vs polled"]
+        # Every fragment arrived both ways, held ones in one request each, polled ones in more.
+        assert (
+            figures["held"]["delay"]["n"] == figures["poll"]["delay"]["n"] == figures["fragments"]
+        )
+        assert figures["held"]["requests"] == figures["fragments"]
+        assert figures["poll"]["requests"] > figures["fragments"]
+    else:
+        assert "skipped" in results["12"]
