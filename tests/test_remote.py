@@ -381,3 +381,40 @@ async def test_sigterm_gives_the_running_job_back(
     assert result[0].status_code == 200
     assert result[0].json()["computation"] == 2
     assert len(jobs_for(counter, "kill", f"/slow/{name}?gate=1")) == 2  # the job, given back
+
+
+async def test_a_worker_speaking_http_computes_a_fragment(
+    cluster: tuple[list[Hypercorn], Path], counter: redis_py.Redis
+) -> None:
+    """A worker using only HTTP takes the job (with its URL), is refused a result that would
+    not be stored (CR/LF in a header: 400) or without the token (401), then posts status,
+    headers and body: the request held on the other server gets exactly that."""
+    servers, _ = cluster
+    name = uuid.uuid4().hex
+    api = servers[1].url + "/fragment-jobs/external"
+    auth = {"Authorization": "Bearer test-token"}
+    with trio.fail_after(30):
+        async with httpx.AsyncClient(timeout=20) as client, trio.open_nursery() as nursery:
+            result: list[httpx.Response] = []
+
+            async def held() -> None:
+                result.append(await client.get(f"{servers[0].url}/external/{name}"))
+
+            nursery.start_soon(held)
+            assert (await client.get(api, params={"wait": 1})).status_code == 401
+            taken = await client.get(api, params={"wait": 10}, headers=auth)
+            while taken.status_code == 204 or taken.json()["job"]["url"] != f"/external/{name}":
+                taken = await client.get(api, params={"wait": 10}, headers=auth)
+            entry = taken.json()["id"]
+            bad = {"status": 200, "headers": [["X-Bad", "a\r\nSet-Cookie: x=1"]], "body": "no"}
+            refused = await client.post(f"{api}/{entry}/result", json=bad, headers=auth)
+            assert refused.status_code == 400, refused.text
+            good = {"status": 200, "headers": [["Content-Type", "text/html"]], "body": "<p>hi</p>"}
+            posted = await client.post(f"{api}/{entry}/result", json=good, headers=auth)
+            assert posted.status_code == 204, posted.text
+            await until(lambda: result)
+            stats = await client.get(f"{api}/stats", headers=auth)
+    assert result[0].status_code == 200
+    assert result[0].text == "<p>hi</p>"
+    assert result[0].headers["Content-Type"] == "text/html"
+    assert stats.json()["pending"] == 0

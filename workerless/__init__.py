@@ -27,6 +27,8 @@ from ._flight import Fetched
 from ._fragment import FragmentRoute, Workerless
 from ._memory import MemoryStore
 from ._redis import RedisStore
+from ._remote_http import fragment_jobs
+from ._remote_worker import FragmentWorker
 from ._response import CachedResponse
 from ._store import Entry, Lease, Notice, Store, Watch
 
@@ -44,6 +46,7 @@ __all__ = [
     "Failed",
     "Fetched",
     "FragmentRoute",
+    "FragmentWorker",
     "Hit",
     "JSONCodec",
     "Lease",
@@ -65,5 +68,6 @@ __all__ = [
     "Workerless",
     "WorkerlessError",
     "__version__",
+    "fragment_jobs",
     "store_from_url",
 ]

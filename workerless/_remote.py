@@ -32,7 +32,7 @@ from ._errors import ComputationFailed, ConfigurationError, StillComputing, Stor
 from ._flight import Fetched
 from ._freshness import Standing, standing
 from ._redis import RedisStore
-from ._remote_scripts import CLAIM_OR_ENQUEUE, FINISH, RETRY
+from ._remote_scripts import CLAIM_OR_ENQUEUE, FINISH, RETRY, TOUCH
 from ._response import CachedResponse
 from ._store import Notice
 
@@ -138,6 +138,7 @@ class JobQueue:
         self._claim = client.register_script(CLAIM_OR_ENQUEUE)
         self._finish = client.register_script(FINISH)
         self._retry = client.register_script(RETRY)
+        self._touch = client.register_script(TOUCH)
         self._reader: redis.Redis | None = None
         self._read_limiter = trio.CapacityLimiter(1024)
 
@@ -199,10 +200,8 @@ class JobQueue:
 
     async def touch(self, consumer: str, entry: str) -> bool:
         """Keep a job ours while it runs (its idle time back to 0); False if it was taken."""
-        claimed = await self.store._call(
-            lambda: self.store._client.xclaim(self.stream, GROUP, consumer, 0, [entry], justid=True)
-        )
-        return bool(claimed)
+        args = [GROUP, entry, consumer]
+        return bool(await self.store._call(self._touch, [self.stream], args))
 
     async def deliveries(self, entry: str) -> int:
         """How many times the entry was delivered (1 for a job read once)."""

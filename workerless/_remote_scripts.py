@@ -17,7 +17,7 @@ local function owned(stream, group, id, consumer)
 end
 """
 
-__all__ = ["CLAIM_OR_ENQUEUE", "FINISH", "RETRY"]
+__all__ = ["CLAIM_OR_ENQUEUE", "FINISH", "RETRY", "TOUCH"]
 
 # KEYS: lease, marker, stream; ARGV: token, lease ms, marker ms, job (JSON).
 # The lease held by another token: {0, holder, pttl}, wait for its notice.  A job pending for
@@ -67,5 +67,15 @@ RETRY = (
 if not owned(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return false end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return redis.call('XADD', KEYS[1], '*', 'job', ARGV[4])
+"""
+)
+# Keep a running job ours: its idle time back to 0, only if it is still this consumer's.
+# KEYS stream; ARGV group, entry id, consumer.  Returns 1, or 0 if another worker took it.
+TOUCH = (
+    _OWNED
+    + """
+if not owned(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+return 1
 """
 )

@@ -35,6 +35,7 @@ from ._fragment import FragmentRoute, Workerless
 from ._freshness import Envelope
 from ._redis import RedisStore
 from ._remote import FragmentJob, JobQueue
+from ._response import CachedResponse
 from ._store import Notice
 
 __all__ = ["FragmentWorker", "main"]
@@ -64,6 +65,7 @@ class FragmentWorker:
         backoff: float = 1.0,
         block: float = 2.0,
         environ: Mapping[str, str] | None = None,
+        consumer: str | None = None,
     ) -> None:
         workerless = app.extensions.get("workerless")
         if not isinstance(workerless, Workerless):
@@ -86,7 +88,7 @@ class FragmentWorker:
         self.backoff = backoff
         self.block = block
         self.settings = Settings.resolve(workerless._keywords, environ)
-        self.consumer = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.done = 0  # jobs stored
         self.failed = 0  # runs failed
         self._stopping = trio.Event()
@@ -164,6 +166,16 @@ class FragmentWorker:
             finished.set()
 
     async def _run(self, queue: JobQueue, entry: str, raw: bytes) -> None:
+        accepted = await self.accept(queue, entry, raw)
+        if accepted is not None:
+            await self._compute(queue, entry, *accepted)
+
+    async def accept(
+        self, queue: JobQueue, entry: str, raw: bytes
+    ) -> tuple[FragmentJob, FragmentRoute] | None:
+        """Make a delivered entry ours to compute: a job of a route of this app, still the
+        key's pending job, its backoff waited out, the key's lease re-entered.  None when it
+        is not to be run now (dead-lettered, superseded, or left for later)."""
         consumer = self.consumer
         try:
             job = FragmentJob.decode(raw)
@@ -173,17 +185,17 @@ class FragmentWorker:
             )
             bad = FragmentJob("", "", "", {}, "", "", "", [], [])
             await queue.finish(consumer, entry, bad, f"not a fragment job: {exc}", raw)
-            return
+            return None
         route = self.workerless.remote_routes.get(job.endpoint)
         if route is None:
-            await self._fail(queue, entry, job, f"no fragment {job.endpoint!r} here", final=True)
-            return
+            await self.fail(queue, entry, job, f"no fragment {job.endpoint!r} here", final=True)
+            return None
         store = queue.store
         marker = await store._call(store._client.get, queue.marker_key(job.key))
         if marker != job.token.encode():
             logger.info("job %s for %r was superseded; dropped", entry, job.key)
             await queue.finish(consumer, entry, job)
-            return
+            return None
         if job.not_before > time.time():
             await trio.sleep(job.not_before - time.time())
         lease = await store.acquire_lease(job.key, job.token, self.settings.lease)
@@ -191,13 +203,13 @@ class FragmentWorker:
             logger.warning(
                 "job %s: %r is leased to another computation; left for later", entry, job.key
             )
-            return
+            return None
         deliveries = await queue.deliveries(entry)
         attempt = job.attempt + deliveries - 1  # runs a dead worker never finished count too
         if attempt >= self.max_attempts:
-            await self._fail(queue, entry, job, "its workers died", final=True)
-            return
-        await self._compute(queue, entry, job, route)
+            await self.fail(queue, entry, job, "its workers died", final=True)
+            return None
+        return job, route
 
     async def _compute(
         self, queue: JobQueue, entry: str, job: FragmentJob, route: FragmentRoute
@@ -225,21 +237,39 @@ class FragmentWorker:
         if error is not None:
             reason = f"{type(error).__name__}: {error}"[:200]
             logger.error("job %s for %r failed: %s", entry, job.key, reason, exc_info=error)
-            await self._fail(queue, entry, job, reason)
+            await self.fail(queue, entry, job, reason)
             return
         if limit.cancelled_caught:
             reason = f"ran past the hard limit of {hard_limit:g} s"
-            await self._fail(queue, entry, job, reason, timed_out=True)
+            await self.fail(queue, entry, job, reason, timed_out=True)
             return
-        varied = frozenset(job.varied)
-        if not route._shareable(varied, response):
-            await self._fail(queue, entry, job, "private response: not shared", final=True)
+        duration = trio.current_time() - started
+        await self.deliver(queue, entry, job, route, response, duration, epoch)
+
+    async def deliver(
+        self,
+        queue: JobQueue,
+        entry: str,
+        job: FragmentJob,
+        route: FragmentRoute,
+        response: CachedResponse,
+        duration: float,
+        epoch: int | None,
+    ) -> None:
+        """Store a job's response by the route's rules, acknowledge the job, wake its waiters.
+
+        A private response is a failure (never shared); one the route does not cache is
+        stored for 2 s, for the requests already waiting.
+        """
+        store = queue.store
+        settings = self.settings
+        if not route._shareable(frozenset(job.varied), response):
+            await self.fail(queue, entry, job, "private response: not shared", final=True)
             return
         cacheable = route._cacheable(response)
         ttl = (settings.ttl if route.ttl is None else route.ttl) if cacheable else _HANDOFF_TTL
         stale = (settings.stale if route.stale is None else route.stale) if cacheable else 0.0
         if_error = settings.stale_if_error if route.stale_if_error is None else route.stale_if_error
-        duration = trio.current_time() - started
         codec = self.workerless.cacher.codec
         envelope = Envelope.new(
             codec.encode(response), stale, if_error if cacheable else 0.0, duration
@@ -279,7 +309,7 @@ class FragmentWorker:
             except StoreError as exc:  # the run goes on; storing its result will tell
                 logger.warning("cannot renew job %s: %s", entry, exc)
 
-    async def _fail(
+    async def fail(
         self,
         queue: JobQueue,
         entry: str,

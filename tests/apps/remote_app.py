@@ -17,7 +17,7 @@ import trio
 from quart import jsonify, request
 from quart_trio import QuartTrio
 
-from workerless import Workerless
+from workerless import Workerless, fragment_jobs
 
 SLEEP = float(os.environ.get("REMOTE_SLEEP", "1"))
 counter = redis.Redis.from_url(os.environ["REMOTE_COUNTER_URL"], socket_timeout=5)
@@ -85,6 +85,14 @@ async def greeting() -> Any:
     # Runs on a `workerless worker` process; it sees Accept-Language, never the Cookie.
     language = request.headers.get("Accept-Language")
     return jsonify(language=language, cookie=request.headers.get("Cookie"))
+
+
+@workerless.fragment("/external/<name>", compute="worker", queue="external")
+async def external(name: str) -> Any:
+    raise AssertionError("computed by a worker speaking HTTP, never by this view")
+
+
+app.register_blueprint(fragment_jobs(workerless, token="test-token"), url_prefix="/fragment-jobs")
 
 
 @app.get("/bare")
