@@ -8,6 +8,7 @@ computation is counted with INCR in the session Redis; each test uses fresh name
 from __future__ import annotations
 
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -418,3 +419,52 @@ async def test_a_worker_speaking_http_computes_a_fragment(
     assert result[0].text == "<p>hi</p>"
     assert result[0].headers["Content-Type"] == "text/html"
     assert stats.json()["pending"] == 0
+
+
+async def test_demo_heavy_card_is_computed_by_a_worker(redis: RedisServer, tmp_path: Path) -> None:
+    """The demo run with Redis and `workerless worker workerless.demo:app --queue demo`: the
+    heavy card is computed on the worker process and pushed to the held request."""
+    env = {"WORKERLESS_STORE": redis.url, "WORKERLESS_DEMO_HEAVY_SECONDS": "0.2"}
+    redis_py.Redis.from_url(redis.url).delete("workerless:v:/heavy")
+    with (
+        hypercorn("workerless.demo:app", tmp_path, env=env) as server,
+        fragment_worker("workerless.demo:app", tmp_path, ["demo"], env=env) as proc,
+        trio.fail_after(30),
+    ):
+        async with httpx.AsyncClient(timeout=20) as client:
+            page = await client.get(server.url + "/")
+            response = await client.get(server.url + "/heavy")
+    assert 'data-fragment="/heavy"' in page.text
+    assert response.status_code == 200
+    assert f"rounds on process {proc.pid} (a worker)" in response.text
+
+
+async def test_readme_curl_worker_computes_a_fragment(
+    cluster: tuple[list[Hypercorn], Path],
+) -> None:
+    """The README's curl and jq worker, run as written by bash, answers a held request."""
+    servers, _ = cluster
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Worker-computed fragments\n", 1)[1].split("\n## ", 1)[0]
+    [script] = [block for block in re.findall(r"```sh\n(.*?)```", section, re.S) if "jq" in block]
+    name = uuid.uuid4().hex
+    env = {"WEB": servers[1].url, "TOKEN": "test-token", "PATH": os.environ["PATH"]}
+    script = script.replace("/fragment-jobs/reports", "/fragment-jobs/external")
+    with trio.fail_after(40):
+        async with httpx.AsyncClient(timeout=30) as client, trio.open_nursery() as nursery:
+            result: list[httpx.Response] = []
+
+            async def held() -> None:
+                result.append(await client.get(f"{servers[0].url}/external/{name}"))
+
+            nursery.start_soon(held)
+            done = await trio.run_process(
+                ["bash", "-euo", "pipefail", "-c", script],
+                env=env,
+                capture_stderr=True,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr.decode()[-2000:]
+            await until(lambda: result)
+    assert result[0].status_code == 200
+    assert result[0].text == f"computed for /external/{name}\n"

@@ -44,6 +44,7 @@ __all__ = ["FragmentJob", "JobQueue", "RemoteCompute", "check_queue_name"]
 logger = logging.getLogger("workerless")
 
 GROUP = "workerless"
+MAX_BLOCK = 30.0  # s a read of jobs blocks at most
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _MARKER_TTL = 24 * 3600.0  # a job not taken within a day is superseded by the next miss's
 
@@ -168,10 +169,13 @@ class JobQueue:
         await self.store._call(create)
 
     async def read(self, consumer: str, block: float) -> list[tuple[str, bytes]]:
-        """Wait up to ``block`` s for one new job (XREADGROUP BLOCK); its entry id and body."""
+        """Wait up to ``block`` s (30 at most) for one new job (XREADGROUP BLOCK); its entry id
+        and body."""
+        block = min(block, MAX_BLOCK)
         if self._reader is None:
             pool = self.store._client.connection_pool
-            kwargs = {**pool.connection_kwargs, "socket_timeout": block + 5}
+            # One client for every read: its timeout covers the longest BLOCK (30 s).
+            kwargs = {**pool.connection_kwargs, "socket_timeout": MAX_BLOCK + 10}
             self._reader = redis.Redis(
                 connection_pool=redis.ConnectionPool(
                     connection_class=pool.connection_class, **kwargs

@@ -21,6 +21,7 @@ import base64
 import binascii
 import hmac
 import json
+import logging
 import os
 import re
 from typing import Any
@@ -37,6 +38,8 @@ from ._remote_worker import FragmentWorker
 from ._response import CachedResponse
 
 __all__ = ["fragment_jobs"]
+
+logger = logging.getLogger("workerless")
 
 _MAX_WAIT = 30.0
 _MAX_RESULT_BYTES = 8 * 1024 * 1024
@@ -119,6 +122,7 @@ class _Api:
                     job, _ = accepted
                     return _json(200, {"id": entry, "job": json.loads(job.encode())})
         except StoreError as exc:
+            logger.warning("fragment jobs of %r over HTTP: %s", queue, exc)
             return _json(503, {"error": str(exc)})
         return Response(b"", status=204)
 
@@ -162,6 +166,7 @@ class _Api:
             with trio.CancelScope(shield=True):
                 await worker.deliver(jobs, entry, job, route, response, 0.0, epoch)
         except StoreError as exc:
+            logger.warning("fragment jobs of %r over HTTP: %s", queue, exc)
             return _json(503, {"error": str(exc)})
         return Response(b"", status=204)
 
@@ -184,6 +189,7 @@ class _Api:
             with trio.CancelScope(shield=True):
                 await worker.fail(jobs, entry, job, reason[:200])
         except StoreError as exc:
+            logger.warning("fragment jobs of %r over HTTP: %s", queue, exc)
             return _json(503, {"error": str(exc)})
         return Response(b"", status=204)
 
@@ -195,6 +201,7 @@ class _Api:
             await found[1].ensure_group()
             return _json(200, await found[1].counts())
         except StoreError as exc:
+            logger.warning("fragment jobs of %r over HTTP: %s", queue, exc)
             return _json(503, {"error": str(exc)})
 
 
