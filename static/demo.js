@@ -84,7 +84,7 @@
   });
 
   document.addEventListener("click", function (event) {
-    const target = event.target;
+    const target = event.composedPath()[0];
     if (target && typeof target.closest === "function" && target.closest("[data-fragment-retry]")) {
       const element = target.closest("[data-fragment]");
       if (element) {
@@ -94,12 +94,20 @@
   });
 
   // This script may run after a fast fragment already arrived; catch up on those.
-  const loaded = document.querySelectorAll('.demo-card [data-fragment-state="loaded"]');
+  // The streamed page's cards are in the shadow root of its <wl-page>.
+  const page = document.querySelector("wl-page");
+  const root = page && page.shadowRoot ? page.shadowRoot : document;
+
+  const loaded = root.querySelectorAll('.demo-card [data-fragment-state="loaded"]');
   for (let i = 0; i < loaded.length; i += 1) {
     showSource(loaded[i]);
   }
+  const failed = root.querySelectorAll('.demo-card [data-fragment-state="error"]');
+  for (let i = 0; i < failed.length; i += 1) {
+    setBadge(failed[i], "error", "failed");
+  }
 
-  const status = document.getElementById("demo-status");
+  const status = root.getElementById("demo-status");
 
   function say(text) {
     if (status) {
@@ -121,7 +129,7 @@
     return response;
   }
 
-  const clearButton = document.getElementById("clear-cache");
+  const clearButton = root.getElementById("clear-cache");
   if (clearButton) {
     clearButton.addEventListener("click", async function () {
       clearButton.disabled = true;
@@ -136,7 +144,7 @@
     });
   }
 
-  const failingToggle = document.getElementById("failing-toggle");
+  const failingToggle = root.getElementById("failing-toggle");
   if (failingToggle) {
     failingToggle.addEventListener("change", async function () {
       const fail = failingToggle.checked;

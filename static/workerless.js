@@ -69,8 +69,9 @@
     return error;
   }
 
+  // Composed: a streamed page's placeholders live in a shadow root, and the page listens on document.
   function dispatch(element, name, detail) {
-    element.dispatchEvent(new CustomEvent(name, { bubbles: true, detail: detail }));
+    element.dispatchEvent(new CustomEvent(name, { bubbles: true, composed: true, detail: detail }));
   }
 
   // The body is read under the same abort signal, so a timeout also covers a slow body.
@@ -272,7 +273,70 @@
     for (let i = 0; i < nested.length; i += 1) {
       found.push(nested[i]);
     }
+    // A streamed page's skeleton is the shadow root of its <wl-page>.
+    const pages = root.querySelectorAll("wl-page");
+    for (let i = 0; i < pages.length; i += 1) {
+      if (pages[i].shadowRoot) {
+        found.push.apply(found, placeholdersIn(pages[i].shadowRoot, false));
+      }
+    }
     return found;
+  }
+
+  // The chunk the server streamed for a placeholder of a streamed page: a child of the shadow
+  // host that fills the placeholder's <slot>.
+  function streamedChunk(element) {
+    const name = element.getAttribute("data-fragment-slot");
+    const root = element.getRootNode();
+    if (!name || !root.host) {
+      return null;
+    }
+    const children = root.host.children;
+    for (let i = 0; i < children.length; i += 1) {
+      if (children[i].getAttribute("slot") === name) {
+        return children[i];
+      }
+    }
+    return null;
+  }
+
+  // Takes over what a streamed page's response already showed: a fragment written into it (or
+  // inlined in its skeleton) counts as loaded, an error box as an error; what the response
+  // left pending (past the page's deadline) is loaded here like any placeholder.
+  function adoptStreamed(element) {
+    const url = element.getAttribute("data-fragment");
+    const chunk = streamedChunk(element);
+    const shown = chunk || element;
+    const state = shown.getAttribute("data-fragment-state");
+    const cacheStatus = shown.getAttribute("data-cache-status") || "";
+    if (state === "loaded" || state === "error") {
+      started.add(element);
+      element.setAttribute("data-fragment-state", state);
+      element.setAttribute("aria-busy", "false");
+      if (cacheStatus) {
+        element.setAttribute("data-cache-status", cacheStatus);
+      }
+      if (state === "loaded") {
+        dispatch(element, "workerless:load", { url: url, status: 200, cacheStatus: cacheStatus, element: element });
+      } else {
+        const status = parseInt((/fwd-status=(\d+)/.exec(cacheStatus) || [])[1], 10) || null;
+        dispatch(element, "workerless:error", { url: url, status: status, error: null, element: element });
+      }
+      return;
+    }
+    if (chunk) {
+      chunk.remove(); // its link is for pages without JavaScript; the spinner shows again
+    }
+  }
+
+  // The placeholder a streamed error box (outside the shadow root) stands for.
+  function placeholderOfChunk(chunk) {
+    const host = chunk.parentElement;
+    const name = chunk.getAttribute("slot");
+    if (!host || !host.shadowRoot || !name) {
+      return null;
+    }
+    return host.shadowRoot.querySelector('[data-fragment-slot="' + CSS.escape(name) + '"]');
   }
 
   function loadNew(elements) {
@@ -297,7 +361,8 @@
 
   // Delegated on document so Retry buttons inside content inserted later work too.
   document.addEventListener("click", function (event) {
-    const target = event.target;
+    // The first node of the path: inside a shadow root, event.target is only its host.
+    const target = event.composedPath()[0];
     if (!target || typeof target.closest !== "function") {
       return;
     }
@@ -305,11 +370,15 @@
     if (!button) {
       return;
     }
-    const element = button.closest("[data-fragment]");
+    const chunk = button.closest("[slot]");
+    const element = button.closest("[data-fragment]") || (chunk && placeholderOfChunk(chunk));
     if (!element || running.has(element)) {
       return;
     }
     event.preventDefault();
+    if (chunk && !element.contains(chunk)) {
+      chunk.remove();
+    }
     const markup = initialMarkup.get(element);
     element.innerHTML = markup !== undefined ? markup : SPINNER_HTML;
     load(element);
@@ -324,6 +393,10 @@
   };
 
   function start() {
+    const streamed = placeholdersIn(document, false).filter(function (element) {
+      return element.hasAttribute("data-fragment-slot");
+    });
+    streamed.forEach(adoptStreamed);
     loadAll(document);
   }
 

@@ -95,6 +95,177 @@ def redis_server() -> Iterator[RedisServer]:
         server.stop()
 
 
+def _redis_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed: apt-get install -y redis-server")
+    return binary
+
+
+def _redis_process(args: Sequence[str], directory: Path, port: int) -> subprocess.Popen[bytes]:
+    """A redis-server (or sentinel) with ``args``, run in ``directory``, listening on ``port``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / f"redis-{port}.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [_redis_binary(), *args], stdout=log, stderr=subprocess.STDOUT, cwd=directory
+        )
+    wait_for_port(port, proc=proc)
+    return proc
+
+
+def _stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _wait_until(check: Any, what: str, timeout: float = 30.0) -> None:
+    give_up = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > give_up:
+            raise TimeoutError(f"{what} after {timeout} s")
+        time.sleep(0.1)
+
+
+_PLAIN = ("--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "notice")
+
+
+@dataclass
+class RedisCluster:
+    """A real Redis Cluster of masters on free ports (client and bus), with no replicas."""
+
+    ports: list[int]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+
+@contextmanager
+def redis_cluster(directory: Path, masters: int = 3) -> Iterator[RedisCluster]:
+    """Start ``masters`` cluster-enabled redis-servers and join them with redis-cli --cluster
+    create; yield once every node reports cluster_state:ok; stop them after."""
+    procs: list[subprocess.Popen[bytes]] = []
+    ports = [free_port() for _ in range(masters)]
+    try:
+        for port in ports:
+            args = ["--port", str(port), "--cluster-enabled", "yes"]
+            args += ["--cluster-port", str(free_port()), "--cluster-node-timeout", "2000"]
+            args += ["--cluster-config-file", f"nodes-{port}.conf", *_PLAIN]
+            procs.append(_redis_process(args, directory, port))
+        nodes = [f"127.0.0.1:{port}" for port in ports]
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *nodes,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+
+        def ready() -> bool:
+            for port in ports:
+                info = subprocess.run(
+                    ["redis-cli", "-p", str(port), "cluster", "info"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                ).stdout
+                if "cluster_state:ok" not in info:
+                    return False
+            return True
+
+        _wait_until(ready, "the cluster is not ok")
+        yield RedisCluster(ports)
+    finally:
+        _stop(procs)
+
+
+@dataclass
+class SentinelSetup:
+    """One master, one replica and one sentinel watching them as service ``service``."""
+
+    master: subprocess.Popen[bytes]
+    master_port: int
+    replica_port: int
+    sentinel_port: int
+    service: str = "cache"
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.sentinel_port}/{self.service}/0"
+
+    def master_address(self) -> tuple[str, int]:
+        """The master the sentinel names now."""
+        command = ["sentinel", "get-master-addr-by-name", self.service]
+        reply = subprocess.run(
+            ["redis-cli", "-p", str(self.sentinel_port), *command],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.split()
+        return reply[0], int(reply[1])
+
+
+@contextmanager
+def redis_sentinel(directory: Path) -> Iterator[SentinelSetup]:
+    """A master, its replica (in sync) and a sentinel with a 1 s down-after; stopped after."""
+    master_port, replica_port, sentinel_port = free_port(), free_port(), free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        master = _redis_process(["--port", str(master_port), *_PLAIN], directory, master_port)
+        procs.append(master)
+        replica_args = ["--port", str(replica_port), "--replicaof", "127.0.0.1", str(master_port)]
+        procs.append(_redis_process([*replica_args, *_PLAIN], directory, replica_port))
+        # A sentinel rewrites its config file: each run gets its own.
+        conf = directory / f"sentinel-{sentinel_port}.conf"
+        conf.write_text(
+            f"port {sentinel_port}\nbind 127.0.0.1\n"
+            f"sentinel monitor cache 127.0.0.1 {master_port} 1\n"
+            "sentinel down-after-milliseconds cache 1000\n"
+            "sentinel failover-timeout cache 5000\n"
+        )
+        procs.append(_redis_process([str(conf), "--sentinel"], directory, sentinel_port))
+
+        def replica_synced() -> bool:
+            info = subprocess.run(
+                ["redis-cli", "-p", str(replica_port), "info", "replication"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout
+            return "master_link_status:up" in info
+
+        _wait_until(replica_synced, "the replica is not in sync")
+        setup = SentinelSetup(master, master_port, replica_port, sentinel_port)
+
+        def sentinel_sees_replica() -> bool:
+            reply = subprocess.run(
+                ["redis-cli", "-p", str(sentinel_port), "sentinel", "replicas", "cache"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout
+            return str(replica_port) in reply
+
+        _wait_until(sentinel_sees_replica, "the sentinel does not know the replica")
+        yield setup
+    finally:
+        _stop(procs)
+
+
 @dataclass
 class Hypercorn:
     """A real ``hypercorn --worker-class trio`` process serving ``app`` on a free port."""

@@ -1,4 +1,5 @@
-"""What a fragment route may share: private answers, Vary, credentials, and the computation cap."""
+"""What a fragment route (and WorkerlessMiddleware) may share: private answers, Vary,
+credentials, and the computation cap."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import trio
-from apps.contract_app import make_app
+from apps import contract_app, contract_asgi
 from servers import serve_in_process
 from test_contract import LIMITS, Served, concurrent_gets
 
+from workerless import WorkerlessMiddleware
 
-@pytest.fixture
-async def served(store_url: str) -> AsyncIterator[Served]:
+
+@pytest.fixture(params=["fragment", "middleware"])
+async def served(request: pytest.FixtureRequest, store_url: str) -> AsyncIterator[Served]:
+    """The contract app served by fragment routes, then by the middleware, on each store."""
+    make_app = contract_app.make_app if request.param == "fragment" else contract_asgi.make_app
     app, workerless, probe = make_app(
         store=store_url, hard_limit=10.0, deadline=5.0, lease=3.0, max_computations=3
     )
@@ -87,6 +92,7 @@ async def test_vary_star_is_never_cached(served: Served) -> None:
 
 async def test_requests_with_credentials_never_share_answers(served: Served) -> None:
     """A request with Authorization neither gets another's cached fragment nor gives its own."""
+    skip_for_middleware(served)
     alice = {"Authorization": "Bearer alice"}
     with trio.fail_after(15):
         anonymous = await served.client.get("/quick/auth")
@@ -137,6 +143,7 @@ async def test_misses_past_the_cap_get_503_while_hits_and_joins_go_on(served: Se
 
 async def test_invalidate_drops_every_variant(served: Served) -> None:
     """invalidate(url) drops the per-language and per-credentials variants too."""
+    skip_for_middleware(served)
     alice = {"Authorization": "Bearer alice"}
     with trio.fail_after(15):
         for language in ["fr", "fr", "fr"]:  # learn Vary, then store, then hit
@@ -150,3 +157,8 @@ async def test_invalidate_drops_every_variant(served: Served) -> None:
     assert "fwd=miss" in french.headers["cache-status"]
     assert served.probe.computations["vary/inv"] == before["vary/inv"] + 1
     assert as_alice.text == "quick inv #2"
+
+
+def skip_for_middleware(served: Served) -> None:
+    if isinstance(served.workerless, WorkerlessMiddleware):
+        pytest.skip("the middleware passes credentials through uncached: see test_middleware.py")

@@ -1,4 +1,5 @@
-"""The HTTP contract of fragment routes, against a real hypercorn, for every store."""
+"""The HTTP contract of fragment routes and of WorkerlessMiddleware (the same routes on a
+Starlette app), against a real hypercorn, for every store."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import h11
 import httpx
 import pytest
 import trio
-from apps.contract_app import Probe, make_app
+from apps import contract_app, contract_asgi
+from apps.contract_app import Probe
 from servers import serve_in_process
 
-from workerless import Workerless
+from workerless import Workerless, WorkerlessMiddleware
 from workerless.testing import capture_events
 
 LIMITS = httpx.Limits(max_connections=500, max_keepalive_connections=500)
@@ -22,12 +24,14 @@ LIMITS = httpx.Limits(max_connections=500, max_keepalive_connections=500)
 class Served:
     url: str
     client: httpx.AsyncClient
-    workerless: Workerless
+    workerless: Workerless | WorkerlessMiddleware
     probe: Probe
 
 
-@pytest.fixture
-async def served(store_url: str) -> AsyncIterator[Served]:
+@pytest.fixture(params=["fragment", "middleware"])
+async def served(request: pytest.FixtureRequest, store_url: str) -> AsyncIterator[Served]:
+    """The contract app served by fragment routes, then by the middleware, on each store."""
+    make_app = contract_app.make_app if request.param == "fragment" else contract_asgi.make_app
     app, workerless, probe = make_app(store=store_url, hard_limit=10.0, deadline=5.0, lease=3.0)
     async with (
         serve_in_process(app) as url,

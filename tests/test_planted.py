@@ -18,9 +18,12 @@ from apps.contract_app import make_app
 from servers import RedisServer, serve_in_process
 from test_contract import LIMITS, Served
 
+from workerless._redis_keys import KeyLayout
+
 pytestmark = pytest.mark.redis
 
 PREFIX = "workerless:"
+KEYS = KeyLayout(PREFIX)  # where the store keeps each key, to plant data there
 
 
 @pytest.fixture
@@ -77,7 +80,7 @@ async def test_planted_entries_are_recomputed_and_overwritten(
     served: Served, planter: redis_py.Redis, name: str
 ) -> None:
     """A planted or corrupt entry is a miss: computed, served 200, then replaced in Redis."""
-    planter.set(f"{PREFIX}v:/quick/{name}", PLANTED[name], px=60_000)
+    planter.set(KEYS.value(f"/quick/{name}"), PLANTED[name], px=60_000)
     with trio.fail_after(10):
         first = await served.client.get(f"/quick/{name}")
         second = await served.client.get(f"/quick/{name}")
@@ -93,7 +96,7 @@ async def test_planted_set_cookie_on_a_valid_entry_is_never_sent(
 ) -> None:
     """Even mixed into an otherwise valid entry, a planted Set-Cookie never reaches a client."""
     planter.set(
-        f"{PREFIX}v:/quick/cookie", entry(200, [["Set-Cookie", "a=b"], ["X-Ok", "1"]]), px=60_000
+        KEYS.value("/quick/cookie"), entry(200, [["Set-Cookie", "a=b"], ["X-Ok", "1"]]), px=60_000
     )
     with trio.fail_after(10):
         response = await served.client.get("/quick/cookie")
@@ -103,7 +106,7 @@ async def test_planted_set_cookie_on_a_valid_entry_is_never_sent(
 
 async def test_corrupt_epoch_is_repaired(served: Served, planter: redis_py.Redis) -> None:
     """``SET <prefix>epoch x``: misses still compute, store and then hit."""
-    planter.set(f"{PREFIX}epoch", "x")
+    planter.set(KEYS.epoch("/quick/epoch"), "x")
     with trio.fail_after(10):
         first = await served.client.get("/quick/epoch")
         second = await served.client.get("/quick/epoch")
@@ -117,7 +120,7 @@ async def test_value_key_of_the_wrong_type_is_that_keys_miss_only(
     """``RPUSH <prefix>v:<key> a``: that key computes and is overwritten; others stay cached."""
     with trio.fail_after(10):
         await served.client.get("/quick/other")
-        planter.rpush(f"{PREFIX}v:/quick/list", "a")
+        planter.rpush(KEYS.value("/quick/list"), "a")
         listed = await served.client.get("/quick/list")
         other = await served.client.get("/quick/other")
         again = await served.client.get("/quick/list")
@@ -129,7 +132,7 @@ async def test_value_key_of_the_wrong_type_is_that_keys_miss_only(
 
 async def test_foreign_lease_is_broken(served: Served, planter: redis_py.Redis) -> None:
     """``SET <prefix>lease:<key> x PX 3600000``: the key is still computed at once."""
-    planter.set(f"{PREFIX}lease:/quick/leased", "x", px=3_600_000)
+    planter.set(KEYS.lease("/quick/leased"), "x", px=3_600_000)
     with trio.fail_after(10):
         response = await served.client.get("/quick/leased")
     assert response.status_code == 200
@@ -142,7 +145,7 @@ async def test_forged_failure_notice_does_not_fail_waiters(
     """A PUBLISH of a failure notice not from the lease holder is ignored: the waiter takes
     over when the (planted, well-formed) holder's lease ends and answers 200."""
     holder = "b" * 32
-    planter.set(f"{PREFIX}lease:/quick/forged", holder, px=1500)
+    planter.set(KEYS.lease("/quick/forged"), holder, px=1500)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             answers: list[httpx.Response] = []

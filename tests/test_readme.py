@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import re
 from pathlib import Path
 from typing import Any
@@ -82,3 +83,22 @@ async def test_readme_freshness_snippet_registers_its_windows() -> None:
         async with serve_in_process(app) as url, httpx.AsyncClient(base_url=url) as client:
             response = await client.get("/prices")
     assert response.text == "<p>prices</p>"
+
+
+@pytest.mark.parametrize(
+    ("name", "function"),
+    [
+        ("Workerless", workerless.Workerless.__init__),
+        ("Cacher", workerless.Cacher.__init__),
+        ("WorkerlessMiddleware", workerless.WorkerlessMiddleware.__init__),
+    ],
+)
+def test_readme_signature_headings_match_the_code(name: str, function: Any) -> None:
+    """The README's `Name(...)` signature line lists the same parameters as the code, in order."""
+    readme = (ROOT / "README.md").read_text()
+    heading = re.search(rf"^(?:#+ )?`{name}\((.*)\)`", readme, re.M)
+    assert heading is not None, f"no heading for {name}"
+    written = [p.split("=")[0].strip() for p in heading.group(1).split(",")]
+    written = [p for p in written if p not in ("*", "")]
+    actual = [p for p in inspect.signature(function).parameters if p != "self"]
+    assert written == actual

@@ -5,7 +5,6 @@ test_store_contract.py."""
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 import subprocess
 import threading
@@ -28,11 +27,13 @@ from workerless import (
     StoreUnavailable,
     store_from_url,
 )
+from workerless._redis_keys import KeyLayout
 from workerless.testing import running_store
 
 pytestmark = pytest.mark.redis
 
 LISTENER_THREAD = "workerless-redis-notices"
+KEYS = KeyLayout("workerless:")  # the default prefix's key names, for planting data
 
 
 @pytest.fixture
@@ -72,32 +73,34 @@ async def test_delete_prefix_touches_only_this_stores_values(redis_url: str) -> 
         ):
             client = redis_py.Redis.from_url(redis_url)
             # More than one SCAN page and one UNLINK batch.
-            client.mset({f"app[1]*:v:/k{n}": b"v" for n in range(1200)})
+            client.mset({store.keys.value(f"/k{n}"): b"v" for n in range(1200)})
             await neighbour.set("/k1", b"v", 30)
             assert (await store.acquire_lease("/k1", token(), 30)).acquired
             assert await store.delete_prefix("") == 1200
             assert await neighbour.get("/k1") is not None
             assert not (await store.acquire_lease("/k1", token(), 30)).acquired
-            assert sorted(client.keys("*")) == [
-                b"app1X:v:/k1",
-                b"app[1]*:epoch",
-                b"app[1]*:lease:/k1",
-            ]
+            expected = {neighbour.keys.value("/k1"), store.keys.lease("/k1"), *store.keys.epochs}
+            assert {name.decode() for name in client.keys("*")} == expected
 
 
-async def test_set_with_an_epoch_refuses_after_any_invalidation(redis_url: str) -> None:
-    """set(epoch=e) stores only if no delete or delete_prefix (in any process) came after e."""
+async def test_set_with_an_epoch_refuses_after_an_invalidation_elsewhere(redis_url: str) -> None:
+    """set(key, epoch=e) stores only if no delete of the key's bucket or delete_prefix, in
+    any process, came after e; a delete in another bucket leaves it alone."""
     with trio.fail_after(5):
         async with running(RedisStore(redis_url)) as one, running(RedisStore(redis_url)) as two:
-            epoch = await one.epoch()
-            assert await one.set("/a", b"v", 30, epoch=epoch)
-            await two.delete("/elsewhere")
-            assert await one.epoch() == epoch + 1
+            bucket = one.keys.bucket("/b")
+            same = next(k for k in (f"/s{n}" for n in range(10**5)) if one.keys.bucket(k) == bucket)
+            other = next(k for k in (f"/o{n}" for n in range(9)) if one.keys.bucket(k) != bucket)
+            epoch = await one.epoch("/b")
+            await two.delete(other)
+            assert await one.epoch("/b") == epoch
+            await two.delete(same)
+            assert await one.epoch("/b") == epoch + 1
             assert not await one.set("/b", b"v", 30, epoch=epoch)
             assert await two.get("/b") is None
             await two.delete_prefix("/x")
             assert not await one.set("/b", b"v", 30, epoch=epoch + 1)
-            assert await one.set("/b", b"v", 30, epoch=await one.epoch())
+            assert await one.set("/b", b"v", 30, epoch=await one.epoch("/b"))
 
 
 # -- the near cache -----------------------------------------------------------------------
@@ -109,7 +112,7 @@ async def test_near_cache_serves_recent_hits_without_redis_for_near_ttl(redis_ur
     with trio.fail_after(5):
         async with running(RedisStore(redis_url, near_ttl=0.3)) as store:
             await store.set("/near", b"v", 30)
-            raw.delete("workerless:v:/near")  # behind the store's back: no announcement
+            raw.delete(KEYS.value("/near"))  # behind the store's back: no announcement
             entry = await store.get("/near")
             assert entry is not None and entry.value == b"v"
             assert entry.ttl is not None and 29 < entry.ttl <= 30  # Redis's ttl, not near_ttl
@@ -123,7 +126,7 @@ async def test_near_cache_off_reads_redis_every_time(redis_url: str) -> None:
     with trio.fail_after(5):
         async with running(RedisStore(redis_url, near_ttl=0)) as store:
             await store.set("/far", b"v", 30)
-            raw.delete("workerless:v:/far")
+            raw.delete(KEYS.value("/far"))
             assert await store.get("/far") is None
 
 
@@ -230,6 +233,18 @@ async def test_open_on_unreachable_url_names_it() -> None:
         await RedisStore(url).open()
     assert url in str(info.value)
     assert isinstance(info.value.__cause__, redis_py.ConnectionError)
+
+
+@pytest.mark.parametrize(
+    "template", ["redis+cluster://u:s3cret@127.0.0.1:{port}", "redis+sentinel://127.0.0.1:{port}/c"]
+)
+async def test_open_on_an_unreachable_cluster_or_sentinel_is_an_outage(template: str) -> None:
+    """No node of a cluster, or no sentinel, reachable at start-up: StoreUnavailable naming
+    the URL (password hidden), not a refusal and not a foreign exception."""
+    url = template.format(port=free_port())
+    with trio.fail_after(10), pytest.raises(StoreUnavailable) as info:
+        await RedisStore(url).open()
+    assert url.replace("s3cret", "***") in str(info.value) and "s3cret" not in str(info.value)
 
 
 PASSWORD_URLS = [
@@ -380,6 +395,37 @@ def test_malformed_url_is_a_configuration_error_without_its_password() -> None:
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://u:s3cret@127.0.0.1:26379",  # no service name
+        "redis+sentinel://u:s3cret@127.0.0.1:26379/cache/zero",
+        "redis+sentinel://u:s3cret@127.0.0.1/cache",  # no port
+        "redis+cluster://u:s3cret@127.0.0.1:7000,127.0.0.1:x",
+        "redis+cluster://u:s3cret@127.0.0.1:7000/0",  # a cluster has no database number
+        "redis+cluster://u:s3cret@127.0.0.1:7000?db=1",
+    ],
+)
+def test_malformed_sentinel_and_cluster_urls_say_the_expected_form(url: str) -> None:
+    """A Sentinel or Cluster URL of the wrong shape is a ConfigurationError giving the form,
+    with its password redacted, raised when the store is built (nothing is contacted)."""
+    with pytest.raises(ConfigurationError, match=r"u:\*\*\*@127") as info:
+        store_from_url(url)
+    assert "s3cret" not in str(info.value)
+    assert f"{url.partition(':')[0]}://[user:pass@]host:port[,host:port...]" in str(info.value)
+
+
+def test_sentinel_and_cluster_urls_name_their_topology() -> None:
+    """store_from_url accepts both forms, several hosts included, without connecting."""
+    sentinel = store_from_url("redis+sentinel://a:1,[::1]:2/cache/3")
+    cluster = store_from_url("redis+cluster://u:p@h1:7000,h2:7001")
+    assert isinstance(sentinel, RedisStore) and sentinel.topology == "sentinel"
+    assert isinstance(cluster, RedisStore) and cluster.topology == "cluster"
+    assert "p@" not in repr(cluster)
+    with pytest.raises(ConfigurationError, match="braces"):
+        RedisStore("redis+cluster://h1:7000", prefix="app{1}:")
+
+
 # -- bounds, acknowledgements, connection loss ---------------------------------------------
 
 
@@ -447,11 +493,11 @@ async def test_a_value_of_the_wrong_type_is_that_keys_miss_only(redis_url: str) 
     with trio.fail_after(5):
         async with running(RedisStore(redis_url, near_ttl=0)) as store:
             await store.set("/good", b"v", 30)
-            raw.rpush("workerless:v:/bad", "a")
+            raw.rpush(KEYS.value("/bad"), "a")
             for _ in range(3):
                 assert await store.get("/bad") is None
                 assert await store.get("/good") is not None
-            assert await store.set("/bad", b"healed", 30, epoch=await store.epoch())
+            assert await store.set("/bad", b"healed", 30, epoch=await store.epoch("/bad"))
             entry = await store.get("/bad")
             assert entry is not None and entry.value == b"healed"
 
@@ -459,7 +505,7 @@ async def test_a_value_of_the_wrong_type_is_that_keys_miss_only(redis_url: str) 
 async def test_a_huge_planted_value_is_never_transferred(redis_url: str) -> None:
     """A 64 MB value planted under a key reads as a miss without crossing the network."""
     raw = redis_py.Redis.from_url(redis_url)
-    raw.setrange("workerless:v:/huge", 64 * 1024 * 1024 - 1, b"x")  # built inside Redis
+    raw.setrange(KEYS.value("/huge"), 64 * 1024 * 1024 - 1, b"x")  # built inside Redis
 
     def sent() -> int:
         return int(raw.info("stats")["total_net_output_bytes"])
@@ -469,7 +515,7 @@ async def test_a_huge_planted_value_is_never_transferred(redis_url: str) -> None
             before = sent()
             assert await store.get("/huge") is None
             assert sent() - before < 1024 * 1024
-    raw.delete("workerless:v:/huge")
+    raw.delete(KEYS.value("/huge"))
 
 
 @pytest.mark.parametrize("plant", ["string", "list"])
@@ -479,21 +525,20 @@ async def test_a_corrupt_epoch_is_repaired_by_the_next_reader(redis_url: str, pl
     raw = redis_py.Redis.from_url(redis_url)
     with trio.fail_after(5):
         async with running(RedisStore(redis_url)) as store:
+            epoch = store.keys.epoch("/a")
             for _ in range(2):
                 if plant == "string":
-                    raw.set("workerless:epoch", "x")
+                    raw.set(epoch, "x")
                 else:
-                    raw.delete("workerless:epoch")
-                    raw.rpush("workerless:epoch", "a")
+                    raw.delete(epoch)
+                    raw.rpush(epoch, "a")
                 assert not await store.set("/a", b"v", 30, epoch=0)
-                repaired = await store.epoch()
-                assert (
-                    repaired > 1_000_000 and raw.get("workerless:epoch") == str(repaired).encode()
-                )
+                repaired = await store.epoch("/a")
+                assert repaired > 1_000_000 and raw.get(epoch) == str(repaired).encode()
                 assert await store.set("/a", b"v", 30, epoch=repaired)
-            raw.set("workerless:epoch", "x")
+            raw.set(epoch, "x")
             assert await store.delete("/a")
-            assert await store.epoch() > repaired
+            assert await store.epoch("/a") > repaired
 
 
 async def test_a_planted_notice_is_delivered_with_its_own_token(redis_url: str) -> None:
@@ -511,72 +556,7 @@ async def test_a_planted_notice_is_delivered_with_its_own_token(redis_url: str) 
     assert notice == Notice("/k", "failed", "fake", token=fake)
 
 
-# -- refusals: ACL and Redis Cluster ------------------------------------------------------
-
-# Every permission RedisStore needs, as tested here (README: the least-privilege ACL rule).
-ACL_RULE = (
-    "resetkeys ~workerless:* resetchannels &workerless:* -@all +ping +get +set +del +unlink "
-    "+incr +pexpire +pttl +strlen +publish +subscribe +unsubscribe +scan +evalsha "
-    "+script|load +client|setname"
-)
-
-
-def acl_url(server: RedisServer, user: str, rule: str) -> str:
-    admin = redis_py.Redis.from_url(server.url)
-    admin.execute_command("ACL", "SETUSER", user, "reset", "on", ">pw", *rule.split())
-    return f"redis://{user}:pw@127.0.0.1:{server.port}/0"
-
-
-async def test_a_least_privileged_acl_user_can_run_the_store(own_redis: RedisServer) -> None:
-    """A user with exactly ACL_RULE passes the start-up check and runs every operation."""
-    url = acl_url(own_redis, "wl", ACL_RULE)
-    with trio.fail_after(10):
-        async with running(RedisStore(url)) as store, running(RedisStore(url)) as peer:
-            mine = token()
-            assert (await store.acquire_lease("/k", mine, 30)).acquired
-            assert await store.renew_leases({"/k": mine}, 30) == frozenset()
-            assert await store.set("/k", b"v", 30, epoch=await store.epoch())
-            assert (await peer.get("/k")) is not None
-            with peer.watch("/k") as watch:
-                await store.release_lease("/k", mine)
-                await store.publish(Notice("/k", "stored", token=mine))
-                assert (await watch.wait()).token == mine
-            assert await store.delete("/k")
-            assert await store.delete_prefix("/") == 0
-
-
-@pytest.mark.parametrize("missing", ["+evalsha", "+strlen", "+script|load", "+subscribe"])
-async def test_start_up_names_a_missing_acl_permission(
-    own_redis: RedisServer, missing: str
-) -> None:
-    """open() fails with StoreError (not an outage) naming the command the user lacks."""
-    url = acl_url(own_redis, "narrow", ACL_RULE.replace(f" {missing}", ""))
-    with trio.fail_after(10), pytest.raises(StoreError) as info:
-        await RedisStore(url).open()
-    assert not isinstance(info.value, StoreUnavailable)
-    assert f"lacks permission for '{missing[1:]}'" in str(info.value)
-    assert "'narrow'" in str(info.value) and "pw@" not in str(info.value)
-
-
-async def test_start_up_names_missing_key_and_channel_patterns(own_redis: RedisServer) -> None:
-    """A user whose key or channel pattern misses the prefix is told which pattern to add."""
-    for pattern in ("~workerless:*", "&workerless:*"):
-        rule = ACL_RULE.replace(f" {pattern}", f" {pattern[0]}other:*")
-        with trio.fail_after(10), pytest.raises(StoreError, match=re.escape(f"add {pattern}")):
-            await RedisStore(acl_url(own_redis, "narrow", rule)).open()
-
-
-async def test_a_permission_revoked_later_is_a_refusal_not_an_outage(
-    own_redis: RedisServer,
-) -> None:
-    """A NOPERM answer while running raises StoreError, not StoreUnavailable."""
-    url = acl_url(own_redis, "wl", ACL_RULE)
-    with trio.fail_after(10):
-        async with running(RedisStore(url, near_ttl=0)) as store:
-            acl_url(own_redis, "wl", ACL_RULE.replace(" +evalsha", ""))
-            with pytest.raises(StoreError, match="evalsha") as info:
-                await store.get("/k")
-            assert not isinstance(info.value, StoreUnavailable)
+# -- refusals: Redis Cluster on a plain URL ---------------------------------------------
 
 
 @pytest.fixture
@@ -601,9 +581,3 @@ async def test_redis_cluster_is_refused_at_start_up(cluster_node_url: str) -> No
     """A Redis Cluster node fails open() with a StoreError saying Cluster is not supported."""
     with trio.fail_after(10), pytest.raises(StoreError, match="Redis Cluster is not supported"):
         await RedisStore(cluster_node_url).open()
-
-
-def test_readme_shows_the_tested_acl_rule() -> None:
-    """The README's least-privilege ACL line is exactly the rule these tests grant."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert f"ACL SETUSER workerless on >secret {ACL_RULE}\n" in readme

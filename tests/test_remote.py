@@ -34,11 +34,13 @@ from servers import (
 )
 
 from workerless import Workerless
+from workerless._redis_keys import KeyLayout
 from workerless._remote import FragmentJob
 
 pytestmark = pytest.mark.redis
 
 APP = "apps.remote_app:app"
+LAYOUT = KeyLayout("workerless:")  # where the Redis store keeps each key's value
 SETTINGS = {"WORKERLESS_LEASE": "2", "WORKERLESS_DEADLINE": "30", "REMOTE_SLEEP": "1"}
 
 
@@ -190,7 +192,7 @@ async def test_failing_job_answers_502_to_every_waiter_and_is_dead_lettered(
     ]
     [record] = [record for record in dead if record["job"]["key"] == key]
     assert "RuntimeError" in record["reason"]
-    assert counter.get(f"workerless:v:{key}") is None
+    assert counter.get(LAYOUT.value(key)) is None
     assert computations(counter, name) == 3
 
 
@@ -240,7 +242,7 @@ async def test_no_worker_holds_the_lease_for_the_one_job_until_one_starts(
             assert computations(counter, name) == 0
             assert len(jobs_for(counter, "idle", key)) == 1
             with worker(redis.url, log_dir, "idle"):
-                wait_until(lambda: counter.get(f"workerless:v:{key}") is not None, 15, "stored")
+                wait_until(lambda: counter.get(LAYOUT.value(key)) is not None, 15, "stored")
                 response = await client.get(servers[1].url + key)
     assert response.status_code == 200
     assert response.json()["computation"] == 1
@@ -425,7 +427,7 @@ async def test_demo_heavy_card_is_computed_by_a_worker(redis: RedisServer, tmp_p
     """The demo run with Redis and `workerless worker workerless.demo:app --queue demo`: the
     heavy card is computed on the worker process and pushed to the held request."""
     env = {"WORKERLESS_STORE": redis.url, "WORKERLESS_DEMO_HEAVY_SECONDS": "0.2"}
-    redis_py.Redis.from_url(redis.url).delete("workerless:v:/heavy")
+    redis_py.Redis.from_url(redis.url).delete(LAYOUT.value("/heavy"))
     with (
         hypercorn("workerless.demo:app", tmp_path, env=env) as server,
         fragment_worker("workerless.demo:app", tmp_path, ["demo"], env=env) as proc,

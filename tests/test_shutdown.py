@@ -5,17 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 from servers import hypercorn
 
 
+@pytest.mark.parametrize("app", ["apps.contract_app:app", "apps.contract_asgi:app"])
 async def test_sigterm_answers_held_request_202_and_lets_computation_finish(
-    tmp_path: Path,
+    tmp_path: Path, app: str
 ) -> None:
     """On SIGTERM a held request gets 202 at once (not cut); the computation finishes in grace.
 
     hypercorn's graceful timeout (1 s) is shorter than the computation's remaining time, so
     without workerless answering first the held request would be cut with no response.
+    Fragment routes and the middleware (on a Starlette app) alike.
     """
     markers = tmp_path / "markers"
     markers.mkdir()
@@ -25,7 +28,7 @@ async def test_sigterm_answers_held_request_202_and_lets_computation_finish(
         "CONTRACT_MARKER_DIR": str(markers),
     }
     with hypercorn(
-        "apps.contract_app:app", tmp_path, env=env, args=("--graceful-timeout", "1")
+        app, tmp_path, env=env, args=("--graceful-timeout", "1")
     ) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=20) as client:
             with trio.fail_after(20):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis as redis_py
@@ -39,7 +40,7 @@ class DictStore(Store):
         self.values[key] = (value, trio.current_time() + ttl)
         return True
 
-    async def epoch(self) -> int:
+    async def epoch(self, key: str) -> int:
         return self.counter
 
     async def delete(self, key: str) -> bool:
@@ -139,18 +140,22 @@ class TestRedisStore(StoreContract):
 
     async def plant(self, store: Store, what: Plant, key: str) -> None:
         assert isinstance(store, RedisStore)
-        raw = redis_py.Redis.from_url(self.raw_url)
-        lease, value = f"{store.prefix}lease:{key}", f"{store.prefix}v:{key}"
-        with raw:
-            if what == "foreign lease":
-                raw.set(lease, "x", px=3_600_000)
-            elif what == "eternal lease":
-                raw.set(lease, "0" * 32)
-            elif what == "overlong lease":
-                raw.set(lease, "0" * 32, px=int((MAX_LEASE + 60) * 1000))
-            elif what == "wrong-typed value":
-                raw.rpush(value, "a")
-            elif what == "oversized value":
-                raw.set(value, b"x" * (store.max_value_bytes + 1), px=30_000)
-            else:
-                raw.set(f"{store.prefix}epoch", "x")
+        with redis_py.Redis.from_url(self.raw_url) as raw:
+            plant_in_redis(raw, store, what, key)
+
+
+def plant_in_redis(raw: Any, store: RedisStore, what: Plant, key: str) -> None:
+    """Write ``what`` where ``store`` keeps ``key``, through the redis-py client ``raw``."""
+    lease, value = store.keys.lease(key), store.keys.value(key)
+    if what == "foreign lease":
+        raw.set(lease, "x", px=3_600_000)
+    elif what == "eternal lease":
+        raw.set(lease, "0" * 32)
+    elif what == "overlong lease":
+        raw.set(lease, "0" * 32, px=int((MAX_LEASE + 60) * 1000))
+    elif what == "wrong-typed value":
+        raw.rpush(value, "a")
+    elif what == "oversized value":
+        raw.set(value, b"x" * (store.max_value_bytes + 1), px=30_000)
+    else:
+        raw.set(store.keys.epoch(key), "x")

@@ -13,34 +13,41 @@ from ._errors import (
     WorkerlessError,
 )
 from ._events import (
-    CacherStatistics,
     Event,
     Failed,
     Hit,
     Miss,
+    Pending,
     Refreshed,
     Rejected,
     Stale,
     Stored,
+    StoreDown,
+    StoreUp,
 )
 from ._flight import Fetched
 from ._fragment import FragmentRoute, Workerless
 from ._memory import MemoryStore
+from ._middleware import CachedRoute, WorkerlessMiddleware
+from ._page import stream_template
 from ._redis import RedisStore
 from ._remote_http import fragment_jobs
 from ._remote_worker import FragmentWorker
 from ._response import CachedResponse
+from ._stats import CacherStatistics, Durations, RouteStatistics
 from ._store import Entry, Lease, Notice, Store, Watch
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CachedResponse",
+    "CachedRoute",
     "Cacher",
     "CacherStatistics",
     "Codec",
     "ComputationFailed",
     "ConfigurationError",
+    "Durations",
     "Entry",
     "Event",
     "Failed",
@@ -54,20 +61,26 @@ __all__ = [
     "Miss",
     "Notice",
     "Overloaded",
+    "Pending",
     "RedisStore",
     "Refreshed",
     "Rejected",
+    "RouteStatistics",
     "Settings",
     "Stale",
     "StillComputing",
     "Store",
+    "StoreDown",
     "StoreError",
     "StoreUnavailable",
+    "StoreUp",
     "Stored",
     "Watch",
     "Workerless",
     "WorkerlessError",
+    "WorkerlessMiddleware",
     "__version__",
     "fragment_jobs",
     "store_from_url",
+    "stream_template",
 ]

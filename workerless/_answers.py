@@ -1,10 +1,15 @@
-"""The HTTP answers of a fragment route: a fetched response (or its 304), a 202, an error.
+"""The HTTP answers of a cached route: a fetched response (or its 304), a 202, an error.
 
-One place turns what the Cacher returned into HTTP, so every answer carries its length,
-``Cache-Control`` and ``Cache-Status`` the same way.
+One place turns what the Cacher returned into HTTP, so every answer carries ``Cache-Control``
+and ``Cache-Status`` the same way, for fragment routes and `WorkerlessMiddleware` alike.  The
+answers are framework-neutral `Answer` values (status, header list, body); `respond`,
+`pending` and `plain` wrap them in Quart responses for fragment routes, and the middleware
+sends them over ASGI itself.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from quart import Response, current_app, request
 from werkzeug.datastructures import Headers
@@ -15,15 +20,38 @@ from ._errors import StillComputing
 from ._flight import Fetched
 from ._http import app_url, location
 from ._response import CachedResponse, etag_matches
+from ._rules import HeaderLookup
 
-__all__ = ["cache_status", "pending", "plain", "respond"]
+__all__ = [
+    "Answer",
+    "cache_status",
+    "fetched_answer",
+    "pending",
+    "pending_answer",
+    "plain",
+    "plain_answer",
+    "respond",
+]
 
 
-def respond(fetched: Fetched[CachedResponse], browser_ttl: float) -> Response:
-    """The answer for a fetched response: its status, headers and body (or a 304), with
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP answer: its status, headers (no ``Content-Length`` unless it must be said
+    although the body is empty: the server adds the body's) and body."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def fetched_answer(
+    fetched: Fetched[CachedResponse], browser_ttl: float, header: HeaderLookup
+) -> Answer:
+    """The answer for a fetched response: its status, headers and body (or a 304 when the
+    request's ``If-None-Match``, read through ``header``, names its ETag), with
     ``Cache-Control`` for every cache downstream and ``Cache-Status`` saying how it came."""
     cached = fetched.value
-    # A plain list, built in one pass: this is the hit path, and werkzeug's Headers is slow.
+    # A plain list, built in one pass: this is the hit path.
     headers = []
     etag = None
     has_cache_control = False
@@ -42,25 +70,24 @@ def respond(fetched: Fetched[CachedResponse], browser_ttl: float) -> Response:
         headers.append(("Vary", vary))
     if not has_cache_control:
         # Say it for every cache downstream: never a shared one; the browser revalidates with
-        # the ETag, or keeps the fragment for browser_ttl seconds.
+        # the ETag, or keeps the response for browser_ttl seconds.
         age = int(browser_ttl)
         headers.append(
             ("Cache-Control", f"private, max-age={age}" if age > 0 else "private, no-cache")
         )
     headers.append(("Cache-Status", cache_status(fetched)))
     if etag is not None and cached.status == 200:
-        if_none_match = request.headers.get("If-None-Match")
+        if_none_match = header("if-none-match")
         if if_none_match is not None and etag_matches(if_none_match, etag):
-            kept = [(n, v) for n, v in headers if n.lower() in _KEPT_BY_304]
-            return current_app.response_class(b"", status=304, headers=Headers(kept))
-    return current_app.response_class(cached.body, status=cached.status, headers=Headers(headers))
+            return Answer(304, [(n, v) for n, v in headers if n.lower() in _KEPT_BY_304], b"")
+    return Answer(cached.status, headers, cached.body)
 
 
 _VARY = ", ".join(VARIES_ON)
 
 
 def _merged_vary(value: str) -> str:
-    """A view's own ``Vary`` plus the client headers every fragment answer varies on."""
+    """A view's own ``Vary`` plus the client headers every answer varies on."""
     present = {name.strip().lower() for name in value.split(",")}
     if "*" in present:
         return value
@@ -95,28 +122,60 @@ def cache_status(fetched: Fetched[CachedResponse]) -> str:
     return status
 
 
-def pending(exc: StillComputing, settings: Settings) -> Response:
-    """The ``202`` for a request whose deadline passed (or whose server began to stop)."""
-    response = current_app.response_class(b"", status=202)
-    response.headers.clear()
-    # Without a length, a client speaking HTTP/1.0 (nginx's default upstream) waits for a close.
-    response.headers["Content-Length"] = "0"
-    response.headers["Location"] = location(request.scope, app_url(request.scope, request.path))
-    response.headers["Retry-After"] = str(settings.retry_after)
-    response.headers["Cache-Control"] = "no-store"
+def pending_answer(exc: StillComputing, retry_after: int, where: str) -> Answer:
+    """The ``202`` for a request whose deadline passed (or whose server began to stop);
+    ``where`` is the request's own URL, a path on this host (see `location`)."""
     detail = "shutting-down" if exc.shutting_down else "pending"
     collapsed = "; collapsed" if exc.collapsed else ""
-    response.headers["Cache-Status"] = f"workerless; fwd=miss{collapsed}; detail={detail}"
-    response.headers["Vary"] = _VARY
+    headers = [
+        # Without a length, a client speaking HTTP/1.0 (nginx's default upstream) waits for a
+        # close: say it although the body is empty.
+        ("Content-Length", "0"),
+        ("Location", where),
+        ("Retry-After", str(retry_after)),
+        ("Cache-Control", "no-store"),
+        ("Cache-Status", f"workerless; fwd=miss{collapsed}; detail={detail}"),
+        ("Vary", _VARY),
+    ]
+    return Answer(202, headers, b"")
+
+
+def plain_answer(status: int, text: str, retry_after: int, cache_status: str) -> Answer:
+    """A short text answer workerless writes itself (502, 503, 504): never stored anywhere."""
+    headers = [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Cache-Control", "no-store"),
+        ("Cache-Status", cache_status),
+        ("Vary", _VARY),
+    ]
+    if status == 503:
+        headers.append(("Retry-After", str(retry_after)))
+    return Answer(status, headers, (text + "\n").encode())
+
+
+# -- Quart responses, for fragment routes ------------------------------------------------------
+
+
+def respond(fetched: Fetched[CachedResponse], browser_ttl: float) -> Response:
+    """`fetched_answer` for the current Quart request, as a Quart response."""
+    return _quart(fetched_answer(fetched, browser_ttl, request.headers.get))
+
+
+def pending(exc: StillComputing, settings: Settings) -> Response:
+    """`pending_answer` for the current Quart request, as a Quart response."""
+    where = location(request.scope, app_url(request.scope, request.path))
+    response = _quart(pending_answer(exc, settings.retry_after, where))
+    del response.headers["Content-Type"]  # an empty body has no type
     return response
 
 
 def plain(status: int, text: str, settings: Settings, cache_status: str) -> Response:
-    """A short text answer workerless writes itself (502, 503, 504): never stored anywhere."""
-    response = current_app.response_class(text + "\n", status=status, mimetype="text/plain")
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Cache-Status"] = cache_status
-    response.headers["Vary"] = _VARY
-    if status == 503:
-        response.headers["Retry-After"] = str(settings.retry_after)
-    return response
+    """`plain_answer` as a Quart response."""
+    return _quart(plain_answer(status, text, settings.retry_after, cache_status))
+
+
+def _quart(answer: Answer) -> Response:
+    # Quart adds the body's Content-Length, and its default Content-Type if the answer has none.
+    return current_app.response_class(
+        answer.body, status=answer.status, headers=Headers(answer.headers)
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,27 +16,29 @@ from ._claim import Claimed, Failure, Found, LeaseKeeper, claim
 from ._codecs import Codec, JSONCodec
 from ._errors import ComputationFailed, Overloaded, StillComputing
 from ._events import (
-    CacherStatistics,
     Event,
     EventName,
     Failed,
     Hit,
     Listeners,
     Miss,
+    Pending,
     Refreshed,
     Rejected,
     Stale,
     Stored,
+    StoreDown,
+    StoreUp,
 )
 from ._flight import Fetched, Flight, Rules, Success
 from ._freshness import Envelope, Standing, should_refresh_early, standing
 from ._guard import GuardedStore
+from ._log import fields, logger
 from ._memory import MemoryStore
+from ._stats import CacherStatistics, Tally
 from ._store import MAX_LEASE, Entry, Notice, Store, Watch
 
 __all__ = ["Cacher", "Fetched"]
-
-logger = logging.getLogger("workerless")
 
 T = TypeVar("T")
 E = TypeVar("E", bound=Event)
@@ -81,7 +82,7 @@ class Cacher(Generic[T]):
         if lease > MAX_LEASE:  # stores break longer leases as foreign
             raise ValueError(f"lease must be at most {MAX_LEASE:g} s")
         self._guard = GuardedStore(
-            store if store is not None else MemoryStore(), self._wake_waiting
+            store if store is not None else MemoryStore(), self._store_changed
         )
         self.ttl = ttl
         self.hard_limit = hard_limit
@@ -104,8 +105,7 @@ class Cacher(Generic[T]):
         self._idle = trio.Event()
         self._idle.set()
         self._draining = False
-        self._hits = self._misses = self._collapsed = 0
-        self._computations = self._failures = self._rejected = self._stale = 0
+        self._tallies: dict[str, Tally] = {}  # per route rule: see statistics()
 
     @property
     def store(self) -> Store:
@@ -158,6 +158,7 @@ class Cacher(Generic[T]):
                         logger.warning(
                             "cancelling %d computation(s) still running at shutdown",
                             len(self._running),
+                            extra=fields(),
                         )
                     nursery.cancel_scope.cancel()
         finally:
@@ -213,17 +214,12 @@ class Cacher(Generic[T]):
         self._listeners.emit(event, None if nursery is None else nursery.start_soon)
 
     def statistics(self) -> CacherStatistics:
-        return CacherStatistics(
-            hits=self._hits,
-            misses=self._misses,
-            collapsed=self._collapsed,
-            computations=self._computations,
-            failures=self._failures,
-            running=len(self._running),
-            store_available=self._guard.available,
-            rejected=self._rejected,
-            stale=self._stale,
-        )
+        """This process's figures since the cacher was created, in all and per route rule."""
+        return CacherStatistics.of(self._tallies, self._guard.available)
+
+    def _tally(self, route: str) -> Tally:
+        tally = self._tallies[route] = Tally()
+        return tally
 
     # -- fetching --------------------------------------------------------------------------
 
@@ -234,12 +230,15 @@ class Cacher(Generic[T]):
         *,
         ttl: float | None = None,
         deadline: float | None = None,
+        route: str = "",
     ) -> T:
         """Return the value under ``key``, computing it with ``compute()`` on a miss.
 
         See `fetch_result` for who computes, who waits and what each waiter gets.
         """
-        return (await self.fetch_result(key, compute, ttl=ttl, deadline=deadline)).value
+        return (
+            await self.fetch_result(key, compute, ttl=ttl, deadline=deadline, route=route)
+        ).value
 
     async def fetch_result(
         self,
@@ -253,6 +252,7 @@ class Cacher(Generic[T]):
         hard_limit: float | None = None,
         stale: float | None = None,
         stale_if_error: float | None = None,
+        route: str = "",
     ) -> Fetched[T]:
         """Return the value under ``key`` and how it was obtained.
 
@@ -271,7 +271,9 @@ class Cacher(Generic[T]):
         as on a miss, but gets the old value instead of `ComputationFailed` if it fails.  With
         ``early_refresh`` above 0 (XFetch's beta; 1 by default), a hit may start that refresh
         before the ttl ends, the sooner the longer the last computation took.
-        Unset arguments default to the cacher's own.
+        Unset arguments default to the cacher's own.  ``route`` (a route rule, or any label)
+        is carried by the events of this call and its computation, and counted apart in
+        `statistics`: keep the number of distinct values small.
         """
         nursery = self._nursery
         if nursery is None:
@@ -279,29 +281,32 @@ class Cacher(Generic[T]):
         # The computation's rules, built only when one starts (never on a plain hit).
         limits = (ttl, hard_limit, cacheable, shareable, stale, stale_if_error)
         fallback: tuple[T, float] | None = None  # an old value, if the computation fails
+        tally = self._tallies.get(route) or self._tally(route)
         # A computation of this key already running here answers sooner than the store can, and
         # joining it first keeps a stampede from queueing one store read per request.
         flight = self._flights.get(key)
         if flight is None:
-            entry = await self._guard.get(key)
-            found = self._read(key, entry)
+            entry = await self._guard.get(key, route)
+            found = self._read(key, entry, route)
             if found is not None:
                 value, envelope = found
                 position, fresh_left = standing(envelope, entry.ttl if entry else None)
                 if position is Standing.FRESH:
-                    self._hits += 1
+                    tally.hits += 1
                     if self.early_refresh and should_refresh_early(
                         envelope.duration, fresh_left, self.early_refresh
                     ):
-                        self._refresh(key, compute, self._rules(*limits), envelope.generation)
+                        self._refresh(
+                            key, compute, self._rules(*limits), envelope.generation, route
+                        )
                     left = None if fresh_left == math.inf else fresh_left
                     if self._listeners.wanted(Hit):
-                        self._emit(Hit(key, left))
+                        self._emit(Hit(key, left, route=route))
                     return Fetched(value, "hit", stored=True, ttl=left)
                 if position is Standing.STALE:
-                    self._stale += 1
-                    self._refresh(key, compute, self._rules(*limits), envelope.generation)
-                    self._emit(Stale(key, -fresh_left))
+                    tally.stale += 1
+                    self._refresh(key, compute, self._rules(*limits), envelope.generation, route)
+                    self._emit(Stale(key, -fresh_left, route=route))
                     return Fetched(value, "stale", stored=True, ttl=fresh_left)
                 if position is Standing.STALE_IF_ERROR:
                     fallback = (value, fresh_left)
@@ -309,21 +314,25 @@ class Cacher(Generic[T]):
         collapsed = flight is not None
         rules = self._rules(*limits)
         if flight is None:
-            flight = self._flights[key] = self._start(key, compute, rules)
+            flight = self._flights[key] = self._start(key, compute, rules, route=route)
         else:
-            self._collapsed += 1
-        self._misses += 1
-        self._emit(Miss(key, collapsed))
-        outcome = await self._wait(flight, deadline, collapsed)
+            tally.collapsed += 1
+        tally.misses += 1
+        self._emit(Miss(key, collapsed, route=route))
+        outcome = await self._wait(flight, deadline, collapsed, tally, route)
         if isinstance(outcome, Success) and collapsed and not outcome.shared:
             # Hit-for-miss: the answer was private to its caller; compute our own, unshared.
             outcome = await self._wait(
-                self._start(key, compute, rules, coordinated=False), deadline, collapsed
+                self._start(key, compute, rules, coordinated=False, route=route),
+                deadline,
+                collapsed,
+                tally,
+                route,
             )
         if isinstance(outcome, Failure):
             if fallback is not None:
-                self._stale += 1
-                self._emit(Stale(key, -fallback[1], outcome.reason))
+                tally.stale += 1
+                self._emit(Stale(key, -fallback[1], outcome.reason, route=route))
                 value, fresh_left = fallback
                 return Fetched(value, "stale", stored=True, ttl=fresh_left, failure=outcome.reason)
             raise ComputationFailed(key, outcome.reason, timed_out=outcome.timed_out)
@@ -354,13 +363,18 @@ class Cacher(Generic[T]):
         )
 
     def _refresh(
-        self, key: str, compute: Callable[[], Awaitable[T]], rules: Rules[T], replacing: bytes
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[T]],
+        rules: Rules[T],
+        replacing: bytes,
+        route: str,
     ) -> None:
         """Recompute ``key`` in the background unless that already runs here or the cap is hit."""
         if key in self._refreshing or len(self._running) >= self.max_computations:
             return
         rules = replace(rules, replacing=replacing)
-        self._refreshing[key] = self._start(key, compute, rules)
+        self._refreshing[key] = self._start(key, compute, rules, route=route)
 
     async def invalidate(self, key: str) -> bool:
         """Remove ``key`` from the store; True if it was there."""
@@ -377,31 +391,43 @@ class Cacher(Generic[T]):
         rules: Rules[T],
         *,
         coordinated: bool = True,
+        route: str = "",
     ) -> Flight:
+        tally = self._tallies.get(route) or self._tally(route)
         if len(self._running) >= self.max_computations:
-            self._rejected += 1
-            self._emit(Rejected(key, self.max_computations))
+            tally.rejected += 1
+            self._emit(Rejected(key, self.max_computations, route=route))
             raise Overloaded(key, self.max_computations)
         assert self._nursery is not None
-        flight = Flight(key, coordinated=coordinated)
+        flight = Flight(key, coordinated=coordinated, route=route)
         self._running.add(flight)
+        tally.running += 1
         if self._idle.is_set():  # keep an unset one: wait_idle() callers hold it
             self._idle = trio.Event()
         self._nursery.start_soon(self._fly, flight, compute, rules)
         return flight
 
     async def _wait(
-        self, flight: Flight, deadline: float | None, collapsed: bool
+        self, flight: Flight, deadline: float | None, collapsed: bool, tally: Tally, route: str
     ) -> Success[T] | Failure:
         if not flight.done and not self._draining:
-            with trio.move_on_after(float("inf") if deadline is None else deadline):
-                await flight.wake.wait()
+            started = trio.current_time()
+            tally.held += 1
+            try:
+                with trio.move_on_after(float("inf") if deadline is None else deadline):
+                    await flight.wake.wait()
+            finally:
+                tally.held -= 1
+                tally.wait_time.add(trio.current_time() - started)
         if not flight.done:
-            raise StillComputing(flight.key, collapsed=collapsed, shutting_down=self._draining)
+            tally.pending += 1
+            draining = self._draining
+            self._emit(Pending(flight.key, collapsed, draining, route=route))
+            raise StillComputing(flight.key, collapsed=collapsed, shutting_down=draining)
         assert flight.outcome is not None
         return flight.outcome
 
-    def _read(self, key: str, entry: Entry | None) -> tuple[T, Envelope] | None:
+    def _read(self, key: str, entry: Entry | None, route: str = "") -> tuple[T, Envelope] | None:
         """The value of a stored entry and its envelope; None if there is none or it is garbage."""
         if entry is None:
             return None
@@ -416,7 +442,12 @@ class Cacher(Generic[T]):
             found = self.codec.decode(envelope.payload), envelope
         except Exception as exc:
             # Another app's, an older version's or planted bytes: compute again, overwrite them.
-            logger.warning("ignoring the stored value of %r (%s); computing it again", key, exc)
+            logger.warning(
+                "ignoring the stored value of %r (%s); computing it again",
+                key,
+                exc,
+                extra=fields(key, route),
+            )
             return None
         if memo is not None and len(raw) <= _MEMO_MAX_VALUE:
             if len(memo) >= _MEMO_ENTRIES:
@@ -424,11 +455,11 @@ class Cacher(Generic[T]):
             memo[raw] = found
         return found
 
-    def _fresh(self, rules: Rules[T]) -> Callable[[str, Entry | None], Any]:
+    def _fresh(self, rules: Rules[T], route: str) -> Callable[[str, Entry | None], Any]:
         """What counts as found for a computation: a fresh value it does not replace."""
 
         def decode(key: str, entry: Entry | None) -> Any:
-            found = self._read(key, entry)
+            found = self._read(key, entry, route)
             if found is None:
                 return _MISSING
             value, envelope = found
@@ -439,10 +470,13 @@ class Cacher(Generic[T]):
 
         return decode
 
-    def _wake_waiting(self) -> None:
-        """The store went down: waiters on other processes' computations compute here now."""
-        for watch in tuple(self._waiting):
-            watch.deliver(Notice(watch.key, "abandoned", "store unavailable"))
+    def _store_changed(self, event: StoreDown | StoreUp) -> None:
+        """Tell listeners; if the store went down, waiters on other processes' computations
+        compute here now."""
+        if isinstance(event, StoreDown):
+            for watch in tuple(self._waiting):
+                watch.deliver(Notice(watch.key, "abandoned", "store unavailable"))
+        self._emit(event)
 
     # -- the computation -------------------------------------------------------------------
 
@@ -457,7 +491,7 @@ class Cacher(Generic[T]):
                     flight.key,
                     token,
                     self.lease,
-                    self._fresh(rules),
+                    self._fresh(rules, flight.route),
                     _MISSING,
                     self._waiting,
                 )
@@ -474,7 +508,11 @@ class Cacher(Generic[T]):
                 flight.outcome = Failure("cancelled while shutting down")
             raise
         except Exception as exc:  # a bug of ours or of a store: still answer every waiter
-            logger.exception("computing %r failed unexpectedly", flight.key)
+            logger.exception(
+                "computing %r failed unexpectedly",
+                flight.key,
+                extra=fields(flight.key, flight.route),
+            )
             if flight.outcome is None:
                 flight.outcome = Failure(type(exc).__name__)
         finally:
@@ -490,6 +528,7 @@ class Cacher(Generic[T]):
         if self._refreshing.get(flight.key) is flight:
             del self._refreshing[flight.key]
         self._running.discard(flight)
+        self._tallies[flight.route].running -= 1
         if not self._running:
             self._idle.set()
         flight.wake.set()
@@ -501,14 +540,15 @@ class Cacher(Generic[T]):
         rules: Rules[T],
         token: str | None,
     ) -> Success[T] | Failure:
-        key = flight.key
-        self._computations += 1
+        key, route = flight.key, flight.route
+        tally = self._tallies[route]
+        tally.computations += 1
         if token is not None:
             self._keeper.held[key] = token
         started = trio.current_time()
         outcome: Success[T] | Failure
         try:
-            epoch = await self._guard.epoch()
+            epoch = await self._guard.epoch(key)
             try:
                 with trio.move_on_after(rules.hard_limit) as limit:
                     value = await compute()
@@ -516,7 +556,7 @@ class Cacher(Generic[T]):
                 self._keeper.held.pop(key, None)
             if limit.cancelled_caught:
                 reason = f"ran past the hard limit of {rules.hard_limit:g} s"
-                logger.error("computing %r %s; cancelled", key, reason)
+                logger.error("computing %r %s; cancelled", key, reason, extra=fields(key, route))
                 outcome = Failure(reason, timed_out=True)
                 notice = Notice(key, "timed_out", reason, token=token or "")
             else:
@@ -526,14 +566,14 @@ class Cacher(Generic[T]):
                 stored = (
                     cached
                     and epoch is not None
-                    and await self._put(key, value, rules, duration, epoch)
+                    and await self._put(key, value, rules, duration, epoch, route)
                 )
                 outcome = Success(value, stored=stored, shared=shared, computed_here=True)
                 notice = Notice(key, "stored", cached=stored, token=token or "")
                 if stored:
-                    self._emit(Stored(key, rules.ttl, duration))
+                    self._emit(Stored(key, rules.ttl, duration, route=route))
                     if rules.replacing is not None:
-                        self._emit(Refreshed(key, duration))
+                        self._emit(Refreshed(key, duration, route=route))
         except trio.Cancelled:
             # Shutting down: free the key at once so another process can take it over.
             with trio.CancelScope(shield=True), trio.move_on_after(2):
@@ -543,12 +583,16 @@ class Cacher(Generic[T]):
             raise
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"[:200]
-            logger.error("computing %r failed: %s", key, reason, exc_info=exc)
+            logger.error(
+                "computing %r failed: %s", key, reason, exc_info=exc, extra=fields(key, route)
+            )
             outcome = Failure(reason)
             notice = Notice(key, "failed", reason, token=token or "")
+        tally.computation_time.add(trio.current_time() - started)
         if isinstance(outcome, Failure):
-            self._failures += 1
-            self._emit(Failed(key, outcome.reason, outcome.timed_out))
+            tally.failures += 1
+            tally.timeouts += outcome.timed_out
+            self._emit(Failed(key, outcome.reason, outcome.timed_out, route=route))
         if flight.coordinated:
             if isinstance(outcome, Success) and outcome.stored:
                 # Stored: a new local request finds the value, so local waiters need not wait
@@ -561,14 +605,22 @@ class Cacher(Generic[T]):
                 await self._guard.announce(notice, token)
         return outcome
 
-    async def _put(self, key: str, value: T, rules: Rules[T], duration: float, epoch: int) -> bool:
+    async def _put(
+        self, key: str, value: T, rules: Rules[T], duration: float, epoch: int, route: str
+    ) -> bool:
         try:
             payload = self.codec.encode(value)
         except Exception:
-            logger.exception("cannot encode the value of %r; not stored", key)
+            logger.exception(
+                "cannot encode the value of %r; not stored", key, extra=fields(key, route)
+            )
             return False
         envelope = Envelope.new(payload, rules.stale, rules.stale_if_error, duration)
         stored = await self._guard.set(key, envelope.pack(), rules.ttl + envelope.windows, epoch)
         if not stored:
-            logger.info("%r not stored: invalidated while computing, or refused by the store", key)
+            logger.info(
+                "%r not stored: invalidated while computing, or refused by the store",
+                key,
+                extra=fields(key, route),
+            )
         return stored

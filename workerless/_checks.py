@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 from hypercorn.typing import (
@@ -21,7 +22,15 @@ from hypercorn.typing import (
 from quart import Quart
 from quart_trio import QuartTrio
 
-__all__ = ["WRONG_WORKER", "RequireTrio", "check_app", "stop_hypercorn_worker"]
+from ._log import fields
+
+__all__ = [
+    "WRONG_WORKER",
+    "RequireTrio",
+    "check_app",
+    "stop_hypercorn_worker",
+    "watch_hypercorn_shutdown",
+]
 
 logger = logging.getLogger("workerless")
 
@@ -72,7 +81,7 @@ class RequireTrio:
             return
         if not self._logged:
             self._logged = True
-            logger.critical(WRONG_WORKER)
+            logger.critical(WRONG_WORKER, extra=fields())
         if scope["type"] == "http":
             body = (WRONG_WORKER + "\n").encode()
             headers = [
@@ -97,7 +106,7 @@ def stop_hypercorn_worker(message: str) -> None:
     (hypercorn's master then exits too, with status 0).  Elsewhere (in-process serving,
     tests) this only logs, and the caller fails start-up the ordinary way.
     """
-    logger.critical(message)
+    logger.critical(message, extra=fields())
     if not _in_hypercorn_worker():
         return
     for handler in [*logging.getLogger().handlers, *logger.handlers]:
@@ -105,6 +114,24 @@ def stop_hypercorn_worker(message: str) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(1)
+
+
+async def watch_hypercorn_shutdown(drain: Callable[[], None]) -> None:
+    """Call ``drain()`` the moment this hypercorn worker process is told to stop (within 0.1 s).
+
+    Hypercorn tells the app nothing until in-flight requests are done or cut at its
+    graceful_timeout.  Its worker processes poll a shutdown event they receive as an argument;
+    watching the same event lets held requests be answered 202 in time.  Outside a hypercorn
+    worker process (in-process serving) this returns at once.
+    """
+    kwargs = getattr(multiprocessing.current_process(), "_kwargs", None)
+    event: Any = kwargs.get("shutdown_event") if isinstance(kwargs, dict) else None
+    if not callable(getattr(event, "is_set", None)):
+        return
+    while not event.is_set():  # noqa: ASYNC110 - a process-shared flag: polling is the only way
+        await trio.sleep(0.1)
+    logger.info("server shutting down: answering waiting requests 202")
+    drain()
 
 
 def _in_hypercorn_worker() -> bool:

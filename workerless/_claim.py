@@ -19,6 +19,7 @@ from typing import Any
 import trio
 
 from ._guard import GuardedStore
+from ._log import fields
 from ._store import Notice, Watch
 
 __all__ = ["TAKEOVER_MARGIN", "Claimed", "Failure", "Found", "LeaseKeeper", "claim"]
@@ -107,4 +108,6 @@ class LeaseKeeper:
             for key in await self.guard.renew(held, ttl()):
                 if self.held.get(key) == held[key]:
                     del self.held[key]
-                    logger.warning("lost the lease on %r while computing it", key)
+                    logger.warning(
+                        "lost the lease on %r while computing it", key, extra=fields(key)
+                    )

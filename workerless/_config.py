@@ -6,14 +6,18 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from ._errors import ConfigurationError
 from ._memory import MemoryStore
+from ._redis_errors import redact_url
 from ._store import DEFAULT_MAX_VALUE_BYTES, MAX_LEASE, Store
 
-__all__ = ["Settings", "check_keyword", "store_from_url"]
+if TYPE_CHECKING:
+    from ._cacher import Cacher
+
+__all__ = ["Settings", "check_keyword", "configure_cacher", "store_from_url"]
 
 DEFAULT_STORE = "memory://"
 _ZERO_ALLOWED = frozenset(
@@ -40,6 +44,8 @@ class Settings:
     stale_if_error: float = 0.0
     early_refresh: float = 1.0
     browser_ttl: float = 0.0
+    metrics_path: str = ""  # "" (the default): no metrics endpoint
+    stats_path: str = ""  # "" (the default): no JSON statistics endpoint
 
     @classmethod
     def resolve(cls, keywords: Mapping[str, Any], environ: Mapping[str, str] | None) -> Settings:
@@ -52,6 +58,9 @@ class Settings:
                 values[name] = check_keyword(name, keywords[name], f"{name}=")
             elif variable in env:
                 values[name] = _convert(name, field.default, env[variable], variable)
+        paths = [values[name] for name in ("metrics_path", "stats_path") if name in values]
+        if len(paths) == 2 and paths[0] == paths[1]:
+            raise ConfigurationError(f"metrics_path and stats_path are both {paths[0]!r}")
         return cls(**values)
 
 
@@ -77,6 +86,8 @@ def _convert(name: str, default: Any, value: Any, source: str) -> Any:
             return value
         if not isinstance(value, str) or not value:
             raise ConfigurationError(f"{source} must be a non-empty string, not {value!r}")
+        if name.endswith("_path") and not (value.startswith("/") and value.isprintable()):
+            raise ConfigurationError(f"{source} must be a path starting with /, not {value!r}")
         return value
     kind = type(default)
     try:
@@ -101,9 +112,11 @@ def store_from_url(
     """Build the store a URL names: ``memory://`` (``?max_entries=&max_bytes=&max_value_bytes=``)
     or Redis.
 
-    ``redis://``, ``rediss://`` and ``unix://`` URLs make a `RedisStore` whose keys all start
-    with ``prefix``, serving hits from a near cache for ``near_ttl`` seconds (0: never).  No
-    store keeps or serves a value over ``max_value_bytes`` (a query field of memory:// wins).
+    ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` (a master that Redis
+    Sentinel names) and ``redis+cluster://`` (a Redis Cluster) URLs make a `RedisStore` whose
+    keys all start with ``prefix``, serving hits from a near cache for ``near_ttl`` seconds
+    (0: never).  No store keeps or serves a value over ``max_value_bytes`` (a query field of
+    memory:// wins).
     """
     parts = urlsplit(url)
     if parts.scheme == "memory":
@@ -120,10 +133,34 @@ def store_from_url(
             return MemoryStore(**bounds)
         except ValueError as exc:
             raise ConfigurationError(f"store URL {url!r}: {exc}") from None
-    if parts.scheme in ("redis", "rediss", "unix"):
+    if parts.scheme in ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster"):
         from ._redis import RedisStore
 
         return RedisStore(url, prefix=prefix, near_ttl=near_ttl, max_value_bytes=max_value_bytes)
     raise ConfigurationError(
-        f"store URL {url!r}: expected memory://, redis://, rediss:// or unix://"
+        f"store URL {redact_url(url)!r}: expected memory://, redis://, rediss://, unix://, "
+        "redis+sentinel:// or redis+cluster://"
     )
+
+
+def configure_cacher(cacher: Cacher[Any], settings: Settings) -> None:
+    """Give a cacher that is not running the store and limits ``settings`` name."""
+    store = settings.store
+    cacher.store = (
+        store
+        if isinstance(store, Store)
+        else store_from_url(
+            store,
+            prefix=settings.prefix,
+            near_ttl=settings.near_ttl,
+            max_value_bytes=settings.max_value_bytes,
+        )
+    )
+    cacher.ttl = settings.ttl
+    cacher.hard_limit = settings.hard_limit
+    cacher.lease = settings.lease
+    cacher.grace = settings.grace
+    cacher.max_computations = settings.max_computations
+    cacher.stale = settings.stale
+    cacher.stale_if_error = settings.stale_if_error
+    cacher.early_refresh = settings.early_refresh

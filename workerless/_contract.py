@@ -71,7 +71,8 @@ class StoreContract:
         yield None
 
     async def plant(self, store: Store, what: Plant, key: str) -> None:
-        """Write ``what`` under ``key`` (or the epoch) behind the store's back; skip if unable.
+        """Write ``what`` under ``key`` (or as ``key``'s epoch) behind the store's back; skip
+        if unable.
 
         Leases: a value that is not a token, a token with no expiry, a token with more than
         MAX_LEASE s left.  Values: one of the wrong type, one over ``max_value_bytes``.
@@ -151,20 +152,24 @@ class StoreContract:
             assert await store.get("/f/a") is None and await store.get("/f/b") is None
             assert await store.get("/f") is not None and await store.get("/g/a") is not None
 
-    async def test_every_invalidation_increases_the_epoch(self, store: Store) -> None:
-        """set(epoch=e) stores only while no delete or delete_prefix came after reading e."""
+    async def test_every_invalidation_of_a_key_increases_its_epoch(self, store: Store) -> None:
+        """set(key, epoch=e) stores only while no delete of the key, and no delete_prefix
+        covering it, came after reading e."""
         with trio.fail_after(TIMEOUT):
-            epoch = await store.epoch()
-            assert await store.set("/a", b"v", 30, epoch=epoch)
-            await store.delete("/elsewhere")
-            after_delete = await store.epoch()
+            epoch = await store.epoch("/a/1")
+            assert await store.set("/a/1", b"v", 30, epoch=epoch)
+            await store.delete("/a/1")
+            after_delete = await store.epoch("/a/1")
             assert after_delete > epoch
-            assert not await store.set("/b", b"v", 30, epoch=epoch)
-            assert await store.get("/b") is None
-            await store.delete_prefix("/nothing-here/")
-            assert await store.epoch() > after_delete
-            assert not await store.set("/b", b"v", 30, epoch=after_delete)
-            assert await store.set("/b", b"v", 30, epoch=await store.epoch())
+            assert not await store.set("/a/1", b"v", 30, epoch=epoch)
+            assert await store.get("/a/1") is None
+            before = {key: await store.epoch(key) for key in ("/a/1", "/a/2", "/a/3/x")}
+            await store.delete_prefix("/a/")
+            for key, read in before.items():
+                assert await store.epoch(key) > read
+                assert not await store.set(key, b"v", 30, epoch=read)
+                assert await store.get(key) is None
+            assert await store.set("/a/1", b"v", 30, epoch=await store.epoch("/a/1"))
 
     async def test_bad_data_under_a_key_is_a_miss_and_is_overwritten(self, store: Store) -> None:
         """A wrong-typed or oversized value planted under a key reads as a miss; set replaces it."""
@@ -180,13 +185,16 @@ class StoreContract:
     async def test_a_corrupt_epoch_is_repaired_never_raised(self, store: Store) -> None:
         """With a corrupt epoch: set(epoch=) refuses quietly, epoch() repairs it, deletes work."""
         with trio.fail_after(TIMEOUT):
-            await self.plant(store, "corrupt epoch", "")
+            await self.plant(store, "corrupt epoch", "/a")
             assert not await store.set("/a", b"v", 30, epoch=0)
-            repaired = await store.epoch()
+            repaired = await store.epoch("/a")
             assert await store.set("/a", b"v", 30, epoch=repaired)
-            await self.plant(store, "corrupt epoch", "")
+            await self.plant(store, "corrupt epoch", "/a")
             assert await store.delete("/a")
-            assert await store.epoch() > repaired
+            assert await store.epoch("/a") > repaired
+            await self.plant(store, "corrupt epoch", "/a")
+            await store.delete_prefix("/")
+            assert await store.epoch("/a") > repaired
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -324,12 +332,12 @@ class StoreContract:
             for key in ("/a", "/p/a"):
                 await store.set(key, b"v", 30)
                 assert await other.get(key) is not None  # now held near, if other caches
-            assert await other.epoch() == await store.epoch()
+            assert await other.epoch("/a") == await store.epoch("/a")
             assert await store.delete("/a")
             assert await other.get("/a") is None
             assert await store.delete_prefix("/p/") == 1
             assert await other.get("/p/a") is None
-            assert await other.epoch() == await store.epoch()
+            assert await other.epoch("/p/a") == await store.epoch("/p/a")
 
     # -- lifecycle -------------------------------------------------------------------------
 

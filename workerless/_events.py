@@ -3,35 +3,44 @@
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from ._log import fields, logger
+
 __all__ = [
-    "CacherStatistics",
     "Event",
     "EventName",
     "Failed",
     "Hit",
     "Listeners",
     "Miss",
+    "Pending",
     "Refreshed",
     "Rejected",
     "Stale",
+    "StoreDown",
+    "StoreUp",
     "Stored",
 ]
 
-logger = logging.getLogger("workerless")
-
-EventName = Literal["hit", "miss", "stored", "failed", "rejected", "stale", "refreshed"]
+EventName = Literal[
+    "hit", "miss", "stored", "failed", "rejected", "stale", "refreshed", "pending", "store_down",
+    "store_up",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """Base of every Cacher event; ``key`` is the cache key it concerns."""
+    """Base of every Cacher event; ``key`` is the cache key it concerns.
+
+    ``route`` is the rule of the fragment route the call came through (``"/weather/<city>"``),
+    ``""`` for a Cacher used directly (then it is what ``fetch(..., route=)`` was given).
+    """
 
     key: str
+    route: str = field(default="", kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +99,38 @@ class Rejected(Event):
     limit: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Pending(Event):
+    """A caller's deadline passed while the computation runs on (a fragment answered 202).
+
+    ``collapsed`` if it had joined a computation another caller started; ``shutting_down`` if
+    it was let go because the server is stopping rather than by its deadline.
+    """
+
+    collapsed: bool = False
+    shutting_down: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StoreDown(Event):
+    """The store stopped answering: caching pauses, every miss computes in its own process.
+
+    ``key`` is that of the call that found it down (``""`` for lease renewal), ``route`` that
+    of the request whose store read it was (``""`` for a computation's own store calls);
+    ``reason`` is the store's error.  Emitted once per outage.
+    """
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreUp(Event):
+    """The store answers again after a `StoreDown`: caching resumes.
+
+    ``key`` and ``route`` are those of the first call that reached it again.
+    """
+
+
 _BY_NAME: dict[str, type[Event]] = {
     "hit": Hit,
     "miss": Miss,
@@ -98,6 +139,9 @@ _BY_NAME: dict[str, type[Event]] = {
     "rejected": Rejected,
     "stale": Stale,
     "refreshed": Refreshed,
+    "pending": Pending,
+    "store_down": StoreDown,
+    "store_up": StoreUp,
 }
 
 E = TypeVar("E", bound=Event)
@@ -142,10 +186,15 @@ class Listeners:
             try:
                 result = callback(event)
             except Exception:
-                logger.exception("%s listener %r raised", type(event).__name__, callback)
+                logger.exception(
+                    "%s listener %r raised",
+                    type(event).__name__,
+                    callback,
+                    extra=fields(event.key, event.route),
+                )
                 continue
             if inspect.isawaitable(result) and spawn is not None:
-                spawn(_await_listener, type(event).__name__, result)
+                spawn(_await_listener, event, result)
 
     def _for(self, kind: type[Event]) -> tuple[Listener[Any], ...]:
         found = self._resolved.get(kind)
@@ -157,27 +206,11 @@ class Listeners:
         return found
 
 
-async def _await_listener(name: str, awaitable: Awaitable[None]) -> None:
+async def _await_listener(event: Event, awaitable: Awaitable[None]) -> None:
     try:
         await awaitable
     except Exception:
-        logger.exception("async %s listener raised", name)
+        logger.exception(
+            "async %s listener raised", type(event).__name__, extra=fields(event.key, event.route)
+        )
 
-
-@dataclass(frozen=True, slots=True)
-class CacherStatistics:
-    """A snapshot of a Cacher's counters since it was created.
-
-    ``rejected`` counts misses refused because ``max_computations`` were running; ``stale``
-    counts values served past their ttl (a stale serve is not a miss).
-    """
-
-    hits: int
-    misses: int
-    collapsed: int
-    computations: int
-    failures: int
-    running: int
-    store_available: bool
-    rejected: int = 0
-    stale: int = 0

@@ -67,10 +67,11 @@ class Flight:
     announces its end; an uncoordinated one (a private answer's hit-for-miss) just computes.
     """
 
-    __slots__ = ("coordinated", "done", "key", "outcome", "store_available", "wake")
+    __slots__ = ("coordinated", "done", "key", "outcome", "route", "store_available", "wake")
 
-    def __init__(self, key: str, *, coordinated: bool) -> None:
+    def __init__(self, key: str, *, coordinated: bool, route: str = "") -> None:
         self.key = key
+        self.route = route  # the rule of the route that started it, for events and figures
         self.coordinated = coordinated
         self.wake = trio.Event()
         self.done = False

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import logging
-import multiprocessing
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import partial
 from typing import Any, ParamSpec, TypeVar
-from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import trio
 from quart import Blueprint, Request, Response, current_app, request
@@ -21,23 +18,30 @@ from werkzeug.exceptions import HTTPException
 from ._answers import pending, plain, respond
 from ._assets import STATIC_DIR, TEMPLATES_DIR
 from ._cacher import Cacher
-from ._checks import RequireTrio, check_app, stop_hypercorn_worker
+from ._checks import RequireTrio, check_app, stop_hypercorn_worker, watch_hypercorn_shutdown
 from ._clients import adapt_for_client
 from ._codecs import ResponseCodec
-from ._config import Settings, check_keyword, store_from_url
-from ._errors import ComputationFailed, Overloaded, StillComputing, StoreError, WorkerlessError
-from ._events import Event, EventName
-from ._http import app_url
-from ._keys import _SAFE_PATH, bound_key, canonical_url
-from ._remote import RemoteCompute, check_queue_name
-from ._response import (
-    CachedResponse,
-    header,
-    is_private,
-    strong_etag,
-    vary_names,
+from ._config import Settings, check_keyword, configure_cacher
+from ._errors import (
+    ComputationFailed,
+    ConfigurationError,
+    Overloaded,
+    StillComputing,
+    StoreError,
+    WorkerlessError,
 )
+from ._events import Event, EventName
+from ._flight import Fetched
+from ._http import app_url
+from ._keys import bound_key, canonical_url
+from ._lifespan import LazyLifespan
+from ._log import fields
+from ._metrics import CacherCollector, metrics_body, require_prometheus, statistics_body
+from ._remote import RemoteCompute, check_queue_name
+from ._response import CachedResponse, header, strong_etag
+from ._rules import SharingRules, drop_variants, is_success, prefix_key, variant
 from ._store import Store
+from ._stream_state import current_page
 
 __all__ = ["FragmentRoute", "Workerless"]
 
@@ -78,6 +82,8 @@ class Workerless:
         stale_if_error: float | None = None,
         early_refresh: float | None = None,
         browser_ttl: float | None = None,
+        metrics_path: str | None = None,
+        stats_path: str | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self._keywords: dict[str, Any] = {
@@ -96,8 +102,12 @@ class Workerless:
             "stale_if_error": stale_if_error,
             "early_refresh": early_refresh,
             "browser_ttl": browser_ttl,
+            "metrics_path": metrics_path,
+            "stats_path": stats_path,
         }
         Settings.resolve(self._keywords, {})  # a bad keyword fails here, where it was written
+        if metrics_path is not None:
+            require_prometheus()
         self._environ = environ
         self.settings = Settings()
         self.cacher: Cacher[CachedResponse] = Cacher(codec=ResponseCodec())
@@ -110,6 +120,7 @@ class Workerless:
         self._stop = trio.Event()
         self._stopped = trio.Event()
         self._running = False
+        self._exposed: set[str] = set()  # paths of the figures' endpoints already routed
         if app is not None:
             self.init_app(app)
 
@@ -122,7 +133,8 @@ class Workerless:
         if self.app is not None:
             raise RuntimeError("this Workerless is already attached to an app")
         self.app = app = check_app(app)
-        app.asgi_app = RequireTrio(app.asgi_app)  # type: ignore[method-assign]
+        # A mounted app gets no lifespan from its parent: it then starts on its first request.
+        app.asgi_app = RequireTrio(LazyLifespan(app.asgi_app))  # type: ignore[method-assign,arg-type]
         app.extensions["workerless"] = self
         if "workerless" not in app.blueprints:
             app.register_blueprint(
@@ -135,6 +147,8 @@ class Workerless:
                     template_folder=str(TEMPLATES_DIR),
                 )
             )
+        # The fragment macro asks it whether it is rendering a streamed page (see _page).
+        app.jinja_env.globals["workerless_page"] = current_page
         app.before_serving(self._startup)
         app.after_serving(self._shutdown)
 
@@ -216,14 +230,15 @@ class Workerless:
                 deadline=deadline,
                 hard_limit=hard_limit,
                 key=None if key is None else _checked_key(key, rule),
-                cache_statuses=cache_statuses or _is_success,
+                cache_statuses=cache_statuses or is_success,
                 stale=stale,
                 stale_if_error=stale_if_error,
                 browser_ttl=browser_ttl,
+                rule=rule,
             )
             name = endpoint or view.__name__
             if compute == "worker":
-                route.remote = RemoteCompute(route, queue, job_headers)
+                route.remote = RemoteCompute(route, name, queue, job_headers)
                 route.vary = job_headers
                 self.remote_routes[name] = route
             app.add_url_rule(rule, name, route.handle, methods=["GET", "HEAD"], **options)
@@ -257,16 +272,11 @@ class Workerless:
         return await self._drop(bound_key(key))
 
     async def _drop(self, key: str) -> bool:
-        """Drop ``key`` and its variants (one per value of the headers it varies on, one per
-        credentials), which live under ``key`` + VARIANT_MARK."""
-        removed = await self.cacher.invalidate(key)
-        return await self.cacher.invalidate_prefix(key + VARIANT_MARK) > 0 or removed
+        return await drop_variants(self.cacher, key)
 
     async def invalidate_prefix(self, prefix: str) -> int:
         """Drop every cached fragment whose URL starts with ``prefix``; return how many."""
-        return await self.cacher.invalidate_prefix(
-            quote(unquote_to_bytes(prefix), safe=_SAFE_PATH + "?=&")
-        )
+        return await self.cacher.invalidate_prefix(prefix_key(prefix))
 
     def _custom_key_rule(self, path: str) -> str | None:
         """The rule of the fragment route with its own key= that ``path`` reaches, if any."""
@@ -300,26 +310,7 @@ class Workerless:
     async def _start(self) -> None:
         settings = Settings.resolve(self._keywords, self._environ)
         self.settings = settings
-        store = settings.store
-        cacher = self.cacher
-        cacher.store = (
-            store
-            if isinstance(store, Store)
-            else store_from_url(
-                store,
-                prefix=settings.prefix,
-                near_ttl=settings.near_ttl,
-                max_value_bytes=settings.max_value_bytes,
-            )
-        )
-        cacher.ttl = settings.ttl
-        cacher.hard_limit = settings.hard_limit
-        cacher.lease = settings.lease
-        cacher.grace = settings.grace
-        cacher.max_computations = settings.max_computations
-        cacher.stale = settings.stale
-        cacher.stale_if_error = settings.stale_if_error
-        cacher.early_refresh = settings.early_refresh
+        configure_cacher(self.cacher, settings)
         for route in self.remote_routes.values():
             assert route.remote is not None
             route.remote.start(self)
@@ -328,10 +319,35 @@ class Workerless:
         timeout = self.app.config.get("BACKGROUND_TASK_SHUTDOWN_TIMEOUT")
         if timeout is not None and timeout < settings.grace + 1:
             self.app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = settings.grace + 1
+        self._expose_figures(settings)
         self._stop = trio.Event()
         self._stopped = trio.Event()
         await self.app.nursery.start(self._serve)
-        logger.info("workerless serving with %r", cacher.store)
+        logger.info("workerless serving with %r", self.cacher.store, extra=fields())
+
+    def _expose_figures(self, settings: Settings) -> None:
+        """Route the metrics and statistics endpoints the settings ask for (once per path)."""
+        assert self.app is not None
+        if settings.metrics_path:
+            try:
+                require_prometheus()
+            except ImportError as exc:  # from the environment: stop start-up in one line
+                raise ConfigurationError(f"WORKERLESS_METRICS_PATH: {exc}") from None
+        for path, view in (
+            (settings.metrics_path, self._serve_metrics),
+            (settings.stats_path, self._serve_statistics),
+        ):
+            if path and path not in self._exposed:
+                self._exposed.add(path)
+                self.app.add_url_rule(path, f"workerless{path}", view, methods=["GET"])
+
+    async def _serve_metrics(self) -> Response:
+        body, content_type = metrics_body(CacherCollector(self.cacher))
+        return Response(body, content_type=content_type, headers=_FIGURES_HEADERS)
+
+    async def _serve_statistics(self) -> Response:
+        body = statistics_body(self.cacher.statistics())
+        return Response(body, content_type="application/json", headers=_FIGURES_HEADERS)
 
     async def _serve(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -356,21 +372,10 @@ class Workerless:
             await self._stopped.wait()
 
     async def _watch_hypercorn_shutdown(self) -> None:
-        # Hypercorn tells the app nothing until in-flight requests are done or cut at its
-        # graceful_timeout.  Its worker processes poll a shutdown event they receive as an
-        # argument; we watch the same event, so held requests are answered 202 in time.
-        kwargs = getattr(multiprocessing.current_process(), "_kwargs", None)
-        event: Any = kwargs.get("shutdown_event") if isinstance(kwargs, dict) else None
-        if not callable(getattr(event, "is_set", None)):
-            return
-        while not event.is_set():  # noqa: ASYNC110 - a process-shared flag: polling is the only way
-            await trio.sleep(0.1)
-        logger.info("server shutting down: answering waiting requests 202")
-        self.cacher.drain()
+        await watch_hypercorn_shutdown(self.cacher.drain)
 
 
-def _is_success(status: int) -> bool:
-    return 200 <= status < 300
+_FIGURES_HEADERS = {"Cache-Control": "no-store"}
 
 
 def _checked_key(key: KeyFunction, rule: str) -> KeyFunction:
@@ -388,8 +393,9 @@ def _checked_key(key: KeyFunction, rule: str) -> KeyFunction:
     return checked
 
 
-class FragmentRoute:
-    """One fragment route: its key, limits, and the view it runs in the background."""
+class FragmentRoute(SharingRules):
+    """One fragment route: its key, limits, the view it runs in the background, and (from
+    `SharingRules`) which of the view's responses are stored and shared."""
 
     def __init__(
         self,
@@ -404,31 +410,20 @@ class FragmentRoute:
         stale: float | None = None,
         stale_if_error: float | None = None,
         browser_ttl: float | None = None,
+        rule: str = "",
     ) -> None:
         self.workerless = workerless
+        self.rule = rule  # the route's rule: the label of its events, figures and log lines
         self.view = view
         self.ttl = ttl
         self.deadline = deadline
         self.hard_limit = hard_limit
         self.key = key
-        self.cache_statuses = cache_statuses
+        SharingRules.__init__(self, cache_statuses)
         self.stale = stale
         self.stale_if_error = stale_if_error
         self.browser_ttl = browser_ttl
         self.remote: RemoteCompute | None = None  # set for compute="worker"
-
-        # Request headers the view's responses were seen to vary on (``Vary``), learned from
-        # its responses: they become part of the key from then on.
-        self.vary: frozenset[str] = frozenset()
-        self._shareables: dict[frozenset[str], Callable[[CachedResponse], bool]] = {}
-
-    def _cacheable(self, response: CachedResponse) -> bool:
-        return self.cache_statuses(response.status)
-
-    def _shareable(self, varied: frozenset[str], response: CachedResponse) -> bool:
-        """Whether a response computed under a key covering ``varied`` may serve others."""
-        names = vary_names(response.headers)
-        return not is_private(response.headers) and "*" not in names and names <= varied
 
     async def _compute(self, view_args: dict[str, Any], varied: frozenset[str]) -> CachedResponse:
         """Run the view in the background and capture its response, with its ETag.
@@ -453,11 +448,7 @@ class FragmentRoute:
         if made.status_code == 200 and header(headers, "etag") is None:
             headers.append(("ETag", strong_etag(body)))
         response = CachedResponse.build(made.status_code, headers, body)
-        names = vary_names(response.headers) - varied - {"*"}
-        if names:
-            learned = self.vary | names
-            # A view varying on more than a few headers is per-request: leave it uncached.
-            self.vary = learned if len(learned) <= _MAX_VARY else self.vary
+        self.learn_vary(response, varied)
         return response
 
     async def handle(self, **view_args: Any) -> Response:
@@ -477,10 +468,9 @@ class FragmentRoute:
         key = _variant(bound_key(self.key(request) if self.key else _request_url()), varied)
         response: Response
         try:
-            if self.remote is not None:
+            if self.remote is not None:  # compute="worker": a job, and a wait for its notice
                 deadline = settings.deadline if self.deadline is None else self.deadline
-                endpoint = str(request.endpoint)
-                fetched = await self.remote.fetch(key, endpoint, view_args, varied, deadline)
+                fetched = await self.remote.fetch(key, view_args, varied, deadline)
             else:
                 fetched = await workerless.cacher.fetch_result(
                     key,
@@ -492,6 +482,7 @@ class FragmentRoute:
                     shareable=self._shareable_for(varied),
                     stale=self.stale,
                     stale_if_error=self.stale_if_error,
+                    route=self.rule,
                 )
         except StillComputing as exc:
             response = pending(exc, settings)
@@ -510,33 +501,41 @@ class FragmentRoute:
             response = respond(fetched, browser_ttl)
         return await adapt_for_client(response)
 
-    def _shareable_for(self, varied: frozenset[str]) -> Callable[[CachedResponse], bool]:
-        """`_shareable` bound to ``varied``, made once per value of it (not once per request)."""
-        bound = self._shareables.get(varied)
-        if bound is None:
-            bound = self._shareables[varied] = partial(self._shareable, varied)
-        return bound
+    def page_key(self) -> str:
+        """The cache key of the current request on this route: what `handle` would use."""
+        return _variant(bound_key(self.key(request) if self.key else _request_url()), self.vary)
 
+    async def fetch_for_page(
+        self, key: str, view_args: dict[str, Any], deadline: float
+    ) -> Fetched[CachedResponse]:
+        """Fetch this route's response under ``key`` (from `page_key`) as `handle` does: same
+        cacher, limits and single flight, waiting ``deadline`` seconds at most.
 
-_MAX_VARY = 8
-VARIANT_MARK = "#v="
+        For a streamed page, in a request context for the fragment's URL.  Raises what
+        `Cacher.fetch_result` raises (StillComputing, ComputationFailed, Overloaded), and
+        StoreError for a worker-computed route while Redis is down.
+        """
+        settings = self.workerless.settings
+        varied = self.vary
+        if self.remote is not None:
+            return await self.remote.fetch(key, view_args, varied, deadline)
+        return await self.workerless.cacher.fetch_result(
+            key,
+            partial(self._compute, view_args, varied),
+            ttl=settings.ttl if self.ttl is None else self.ttl,
+            deadline=deadline,
+            hard_limit=self.hard_limit,
+            cacheable=self._cacheable,
+            shareable=self._shareable_for(varied),
+            stale=self.stale,
+            stale_if_error=self.stale_if_error,
+            route=self.rule,
+        )
 
 
 def _variant(key: str, varied: frozenset[str]) -> str:
-    """``key`` for this request's values of the headers the route varies on.
-
-    A request with credentials (``Authorization``) always gets a key of its own: a shared
-    answer is never served to it, nor its answer to anyone else (RFC 9111 section 3.5).
-    """
-    names = sorted(varied)
-    credentials = request.headers.get("Authorization")
-    if credentials is not None and "authorization" not in varied:
-        names.append("authorization")
-    if not names:
-        return key
-    values = [[name, request.headers.get(name, "")] for name in names]
-    digest = hashlib.sha256(json.dumps(values).encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{key}{VARIANT_MARK}{digest[:32]}"
+    """``key`` for the current request's values of ``varied`` and its credentials."""
+    return variant(key, varied, request.headers.get)
 
 
 def _request_url() -> str:

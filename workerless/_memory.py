@@ -7,6 +7,7 @@ from collections import OrderedDict
 
 import trio
 
+from ._log import fields
 from ._store import DEFAULT_MAX_VALUE_BYTES, MAX_LEASE, Entry, Lease, Notice, Store, is_lease_token
 
 __all__ = ["MemoryStore"]
@@ -73,7 +74,12 @@ class MemoryStore(Store):
         self._remove(key)
         size = len(key) + len(value)
         if len(value) > self.max_value_bytes or size > self.max_bytes:
-            logger.warning("%r not stored: %d bytes is over the store's bound", key, len(value))
+            logger.warning(
+                "%r not stored: %d bytes is over the store's bound",
+                key,
+                len(value),
+                extra=fields(key),
+            )
             return False
         self._entries[key] = (value, trio.current_time() + ttl)
         self._bytes += size
@@ -81,7 +87,8 @@ class MemoryStore(Store):
             self._remove(next(iter(self._entries)))
         return True
 
-    async def epoch(self) -> int:
+    async def epoch(self, key: str) -> int:
+        """One counter for every key: any invalidation increases it."""
         return self._epoch
 
     async def delete(self, key: str) -> bool:
@@ -103,7 +110,9 @@ class MemoryStore(Store):
             holder, expires = held
             if is_lease_token(holder) and expires - now <= MAX_LEASE:
                 return Lease(False, holder, expires - now)
-            logger.warning("breaking the foreign lease %.40r on %r", holder, key)
+            logger.warning(
+                "breaking the foreign lease %.40r on %r", holder, key, extra=fields(key)
+            )
         self._leases[key] = (token, now + ttl)
         return Lease(True, token, ttl)
 

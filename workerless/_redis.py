@@ -8,7 +8,6 @@ import json
 import logging
 import math
 import os
-import re
 import secrets
 import socket
 import time
@@ -17,13 +16,14 @@ from typing import Any, TypeVar, cast
 
 import redis
 import trio
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from ._errors import ConfigurationError, StoreError
+from ._log import fields
 from ._near import NearCache
 from ._redis_channel import NoticeListener, encode_invalidation, encode_notice
+from ._redis_clients import parse_url
 from ._redis_errors import RedisErrors
+from ._redis_keys import KeyLayout, glob_escape
 from ._redis_scripts import ACQUIRE, GET, INVALIDATE, RELEASE, RENEW, SET_IF_EPOCH
 from ._store import DEFAULT_MAX_VALUE_BYTES, MAX_LEASE, Entry, Lease, Notice, Store
 
@@ -33,7 +33,9 @@ logger = logging.getLogger("workerless")
 
 T = TypeVar("T")
 
-_GLOB_METACHARACTERS = re.compile(r"([*?\[\]\\])")
+# What redis-py raises: a cluster client's "no node reachable" is not a RedisError.
+_REDIS_ERRORS = (redis.RedisError, OSError, redis.exceptions.RedisClusterException)
+
 _DELETE_BATCH = 500
 _WARN_EVERY = 60.0  # s between two warnings about the same key's bad data
 
@@ -41,10 +43,19 @@ _WARN_EVERY = 60.0  # s between two warnings about the same key's bad data
 class RedisStore(Store):
     """Values, leases and notices in one Redis, shared by every process pointed at it.
 
-    Values live under ``{prefix}v:{key}`` with their ttl (``SET ... PX``), leases under
-    ``{prefix}lease:{key}``, the epoch under ``{prefix}epoch``.  A notice wakes this
-    process's watchers at once and reaches the other processes on the pub/sub channel
-    ``{prefix}notices``, which one listener thread per store subscribes to.  redis-py is
+    ``url`` names one Redis (``redis://``, ``rediss://``, ``unix://``), a Sentinel-managed
+    master (``redis+sentinel://host:port[,host:port...]/service_name[/db]``) or a Redis
+    Cluster (``redis+cluster://host:port[,host:port...]``); see `_redis_clients`.  Values
+    live under ``{prefix}{bbb}v:{key}`` with their ttl (``SET ... PX``), leases under
+    ``{prefix}{bbb}lease:{key}``, and ``{bbb}``'s invalidation epoch under
+    ``{prefix}{bbb}epoch``, where ``bbb`` is the key's bucket: one hash slot holds all a key
+    needs (see `_redis_keys`).  A notice wakes this process's watchers at once and reaches
+    the other processes on the pub/sub channel ``{prefix}notices``, which one listener
+    thread per store subscribes to.  On a cluster it is classic pub/sub, which the cluster
+    broadcasts to every node: the end-of-computation notice then leaves in the same script
+    that releases the lease (a sharded channel would have to share that lease's slot), and
+    listeners and invalidations meet on the node serving the channel's slot, so PUBLISH's
+    receiver count, which acknowledged invalidation waits for, counts every listener.  redis-py is
     blocking, so every call runs in a thread, at most ``max_threads`` at once.  Every failure
     to reach Redis raises `StoreUnavailable` within about ``connect_timeout`` plus
     ``socket_timeout`` seconds, and calls succeed again as soon as Redis is back; a refusal
@@ -75,34 +86,24 @@ class RedisStore(Store):
             raise ValueError("max_threads, socket_timeout and connect_timeout must be positive")
         if invalidation_wait < 0:
             raise ValueError("invalidation_wait must not be negative")
-        self._errors = RedisErrors(url, prefix)
+        # No retries: a dead Redis must fail fast, and the Cacher already degrades.
+        self._spec = parse_url(url, socket_timeout=socket_timeout, connect_timeout=connect_timeout)
+        self._errors = RedisErrors(url, prefix, cluster=self._spec.topology == "cluster")
         self.url = self._errors.url
+        if self._spec.topology == "cluster" and ("{" in prefix or "}" in prefix):
+            raise ConfigurationError(
+                f"prefix {prefix!r}: no braces on a Redis Cluster (they would be its hash tag)"
+            )
         self.prefix = prefix
         self.socket_timeout = socket_timeout
         self.connect_timeout = connect_timeout
         self.invalidation_wait = invalidation_wait
-        try:
-            # No retries: a dead Redis must fail fast, and the Cacher already degrades.
-            self._client = redis.Redis.from_url(
-                url,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=connect_timeout,
-                retry=Retry(NoBackoff(), 0),
-                client_name="workerless",
-            )
-        except ValueError as exc:
-            raise ConfigurationError(f"store URL {self.url}: {self._scrub(str(exc))}") from None
+        self._keys = KeyLayout(prefix)
+        self._client: Any = None  # built by open: a cluster client talks to the cluster at once
         self._limiter = trio.CapacityLimiter(max_threads)
         self._channel = f"{prefix}notices"
         # Tells this store's messages from other processes', and names it in their warnings.
         self._origin = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self._get_script = self._client.register_script(GET)
-        self._acquire = self._client.register_script(ACQUIRE)
-        self._renew = self._client.register_script(RENEW)
-        self._release = self._client.register_script(RELEASE)
-        self._set_if_epoch = self._client.register_script(SET_IF_EPOCH)
-        self._invalidate = self._client.register_script(INVALIDATE)
-        self._epoch_key = f"{prefix}epoch"
         self._opened = 0
         self._runs = 0
         self._listener: NoticeListener | None = None
@@ -124,6 +125,16 @@ class RedisStore(Store):
         return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
 
     @property
+    def topology(self) -> str:
+        """``single``, ``sentinel`` or ``cluster``: what the URL names."""
+        return self._spec.topology
+
+    @property
+    def keys(self) -> KeyLayout:
+        """The names of this store's keys in Redis (for tools and tests reading them)."""
+        return self._keys
+
+    @property
     def near_nbytes(self) -> int:
         """Bytes of keys and values in this process's near cache now."""
         return self._near.nbytes
@@ -137,11 +148,23 @@ class RedisStore(Store):
         permission if the Redis user lacks one, or saying Redis Cluster is not supported.
         """
         try:
+            if self._client is None:
+                client = await trio.to_thread.run_sync(self._spec.connect, limiter=self._limiter)
+                self._bind(client)
             await trio.to_thread.run_sync(self._client.ping, limiter=self._limiter)
-        except (redis.RedisError, OSError) as exc:
+        except _REDIS_ERRORS as exc:
             raise self._error("cannot reach Redis at", exc) from exc
         await self._call(self._probe_sync)
         self._opened += 1
+
+    def _bind(self, client: Any) -> None:
+        self._client = client
+        self._get_script = client.register_script(GET)
+        self._acquire = client.register_script(ACQUIRE)
+        self._renew = client.register_script(RENEW)
+        self._release = client.register_script(RELEASE)
+        self._set_if_epoch = client.register_script(SET_IF_EPOCH)
+        self._invalidate = client.register_script(INVALIDATE)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the notice listener until cancelled; started once it is subscribed.
@@ -177,7 +200,10 @@ class RedisStore(Store):
             listener.stop()
             self._distrust_near()
             await trio.to_thread.run_sync(listener.join, abandon_on_cancel=True)
-        await trio.to_thread.run_sync(self._client.close, abandon_on_cancel=True)
+        if self._client is not None:
+            await trio.to_thread.run_sync(self._client.close, abandon_on_cancel=True)
+        for close in self._spec.closers:
+            await trio.to_thread.run_sync(close, abandon_on_cancel=True)
 
     # -- values ----------------------------------------------------------------------------
 
@@ -192,7 +218,7 @@ class RedisStore(Store):
             if entry is not None:
                 return entry
         generation = self._near_generation
-        vkey = self._value_key(key)
+        vkey = self._keys.value(key)
         reply = await self._call(self._get_script, [vkey], [self.max_value_bytes])
         status = reply[0]
         if status == 1:
@@ -207,7 +233,7 @@ class RedisStore(Store):
         return None
 
     async def set(self, key: str, value: bytes, ttl: float, *, epoch: int | None = None) -> bool:
-        vkey = self._value_key(key)
+        vkey = self._keys.value(key)
         if ttl <= 0:  # as MemoryStore: nothing stays stored
             await self.delete(key)
             return False
@@ -219,31 +245,31 @@ class RedisStore(Store):
         if epoch is None:
             await self._call(functools.partial(self._client.set, vkey, value, px=px))
         elif not await self._call(
-            self._set_if_epoch, [vkey, self._epoch_key], [value, px, str(epoch)]
+            self._set_if_epoch, [vkey, self._keys.epoch(key)], [value, px, str(epoch)]
         ):
             return False
         self._keep_near(key, Entry(value, ttl), generation)
         return True
 
-    async def epoch(self) -> int:
-        """The invalidation counter; a corrupt one is repaired (set to the time in ms)."""
-        return await self._call(self._epoch_sync)
+    async def epoch(self, key: str) -> int:
+        """The epoch of ``key``'s bucket; a corrupt one is repaired (set to the time in ms)."""
+        return await self._call(self._epoch_sync, self._keys.epoch(key))
 
     async def delete(self, key: str) -> bool:
         """Remove ``key`` here, in Redis, and from every process's near cache."""
         self._forget(key, prefix=False)
-        keys = [self._epoch_key, self._value_key(key)]
+        keys = [self._keys.epoch(key), self._keys.value(key)]
         removed, _ = await self._call(self._invalidate, keys, [self._repair_value()])
         await self._announce_invalidation(key, prefix=False)
         return bool(removed)
 
     async def delete_prefix(self, prefix: str) -> int:
-        """Remove every value key under ``prefix``, everywhere, near caches included."""
+        """Remove every value key under ``prefix`` on every master, everywhere, near caches
+        included."""
         self._forget(prefix, prefix=True)
-        # The epoch goes first: a SET racing the scan then fails.
-        await self._call(self._invalidate, [self._epoch_key], [self._repair_value()])
-        pattern = _glob_escape(self._value_key(prefix)) + "*"
-        removed = await self._call(self._delete_matching_sync, pattern)
+        # Every bucket's epoch goes first: a SET racing the scan then fails.
+        await self._call(self._bump_every_epoch_sync)
+        removed = await self._call(self._delete_matching_sync, self._keys.value_pattern(prefix))
         await self._announce_invalidation(prefix, prefix=True)
         return removed
 
@@ -292,6 +318,7 @@ class RedisStore(Store):
                 self.url,
                 self.invalidation_wait,
                 ", ".join(silent) or "processes never heard from",
+                extra=fields(key),
             )
 
     def _on_ack(self, id: str, origin: str) -> None:
@@ -311,16 +338,18 @@ class RedisStore(Store):
 
     async def acquire_lease(self, key: str, token: str, ttl: float) -> Lease:
         self._check_lease_request(token, ttl)
-        keys, args = [self._lease_key(key)], [token, _milliseconds(ttl), _milliseconds(MAX_LEASE)]
+        keys, args = [self._keys.lease(key)], [token, _milliseconds(ttl), _milliseconds(MAX_LEASE)]
         status, holder, pttl = await self._call(self._acquire, keys, args)
         holder = holder.decode("ascii", "replace") if isinstance(holder, bytes) else str(holder)
         if status == 2:
-            logger.warning("broke the foreign lease %r on %r in %s", holder, key, self.url)
+            logger.warning(
+                "broke the foreign lease %r on %r in %s", holder, key, self.url, extra=fields(key)
+            )
             holder = token
         return Lease(status != 0, holder, int(pttl) / 1000)
 
     async def renew_lease(self, key: str, token: str, ttl: float) -> bool:
-        keys, args = [self._lease_key(key)], [token, _milliseconds(ttl)]
+        keys, args = [self._keys.lease(key)], [token, _milliseconds(ttl)]
         return bool(await self._call(self._renew, keys, args))
 
     async def renew_leases(self, leases: Mapping[str, str], ttl: float) -> frozenset[str]:
@@ -331,20 +360,8 @@ class RedisStore(Store):
         milliseconds = _milliseconds(ttl)
 
         def renew_all() -> list[Any]:
-            # EVALSHA straight away: redis-py's script pipelining would add a SCRIPT EXISTS trip.
-            for attempt in (1, 2):
-                pipe = self._client.pipeline(transaction=False)
-                for key in keys:
-                    pipe.evalsha(
-                        self._renew.sha, 1, self._lease_key(key), leases[key], milliseconds
-                    )
-                try:
-                    return pipe.execute()
-                except redis.exceptions.NoScriptError:
-                    if attempt == 2:
-                        raise
-                    self._renew.sha = self._client.script_load(RENEW)
-            raise AssertionError("unreachable")
+            calls = [(1, self._keys.lease(key), leases[key], milliseconds) for key in keys]
+            return self._evalsha_many(self._renew, calls)
 
         results = await self._call(renew_all)
         return frozenset(key for key, renewed in zip(keys, results, strict=True) if not renewed)
@@ -355,7 +372,7 @@ class RedisStore(Store):
         A task of this process that began watching after this key's notice went out, and found
         the lease still taken, would otherwise wait out the lease: it re-checks at once.
         """
-        if await self._call(self._release, [self._lease_key(key)], [token]):
+        if await self._call(self._release, [self._keys.lease(key)], [token]):
             self._deliver(Notice(key, "abandoned", "lease released", token=token))
 
     # -- notices ---------------------------------------------------------------------------
@@ -365,7 +382,7 @@ class RedisStore(Store):
         self._deliver(notice)
         message = encode_notice(notice, self._origin)
         args = [token or "", self._channel, message]
-        if await self._call(self._release, [self._lease_key(notice.key)], args) and token:
+        if await self._call(self._release, [self._keys.lease(notice.key)], args) and token:
             self._deliver(Notice(notice.key, "abandoned", "lease released", token=token))
 
     async def publish(self, notice: Notice) -> None:
@@ -380,23 +397,37 @@ class RedisStore(Store):
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _value_key(self, key: str) -> str:
-        return f"{self.prefix}v:{key}"
-
-    def _lease_key(self, key: str) -> str:
-        return f"{self.prefix}lease:{key}"
-
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         # Not abandoned on cancel: a lease taken in a thread must not go unnoticed; the
         # socket timeout bounds the wait.
         try:
             return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
-        except (redis.RedisError, OSError) as exc:
+        except _REDIS_ERRORS as exc:
             raise self._error("lost Redis at", exc) from exc
 
-    def _epoch_sync(self) -> int:
+    def _evalsha_many(self, script: Any, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """Run ``script`` once per ``(numkeys, *keys_and_args)`` in one pipelined round trip
+        per node (EVALSHA straight away: redis-py's script pipelining adds a SCRIPT EXISTS)."""
+        for attempt in (1, 2):
+            pipe = self._client.pipeline(transaction=False)
+            for call in calls:
+                # Not pipe.evalsha: a cluster pipeline refuses that method, not the command.
+                pipe.execute_command("EVALSHA", script.sha, *call)
+            try:
+                return cast(list[Any], pipe.execute())
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                self._client.script_load(script.script)  # on every master of a cluster
+        raise AssertionError("unreachable")
+
+    def _bump_every_epoch_sync(self) -> None:
+        repaired = self._repair_value()
+        self._evalsha_many(self._invalidate, [(1, key, repaired) for key in self._keys.epochs])
+
+    def _epoch_sync(self, epoch_key: str) -> int:
         try:
-            raw = self._client.get(self._epoch_key)
+            raw = self._client.get(epoch_key)
         except redis.ResponseError as exc:
             if not str(exc).startswith("WRONGTYPE"):
                 raise
@@ -407,8 +438,14 @@ class RedisStore(Store):
         if text.isdigit() and len(text) <= 18:
             return int(text)
         repaired = self._repair_value()
-        self._client.set(self._epoch_key, repaired)
-        logger.warning("repaired the corrupt epoch %.40r in %s (now %d)", text, self.url, repaired)
+        self._client.set(epoch_key, repaired)
+        logger.warning(
+            "repaired the corrupt epoch %.40r in %s (now %d)",
+            text,
+            self.url,
+            repaired,
+            extra=fields(),
+        )
         return repaired
 
     def _repair_value(self) -> int:
@@ -431,17 +468,22 @@ class RedisStore(Store):
     def _probe_sync(self) -> None:
         """Use every command and script once, on probe keys of our own under the prefix."""
         client = self._client
-        base = f"{self.prefix}probe:{self._origin}:"
+        tags = self._keys.probe_tags()
+        base = f"{self.prefix}{{{tags[0]}}}probe:{self._origin}:"  # one slot for all of them
         vkey, lkey, ekey = f"{base}v", f"{base}lease", f"{base}epoch"
         mine, theirs = secrets.token_hex(16), secrets.token_hex(16)
         try:
+            if self._spec.topology != "cluster":
+                # One node of a cluster answers MOVED (or CLUSTERDOWN) for some of these.
+                for tag in tags:
+                    client.get(f"{self.prefix}{{{tag}}}probe:{self._origin}")
             # Each command scripts use, directly first: a refusal inside a script names none.
             client.set(vkey, b"probe", px=10_000)
             client.get(vkey)
             client.strlen(vkey)
             client.pttl(vkey)
             client.pexpire(vkey, 10_000)
-            client.execute_command("INCR", ekey)  # type: ignore[no-untyped-call] # incr() sends INCRBY
+            client.execute_command("INCR", ekey)  # incr() sends INCRBY
             client.unlink(ekey)
             client.delete(vkey)
             for script in (
@@ -452,7 +494,7 @@ class RedisStore(Store):
                 self._set_if_epoch,
                 self._invalidate,
             ):
-                script.sha = client.script_load(script.script)
+                client.script_load(script.script)  # on every master of a cluster
             client.set(vkey, b"probe", px=10_000)
             self._get_script([vkey], [self.max_value_bytes])
             self._set_if_epoch([vkey, ekey], [b"probe", 10_000, "0"])
@@ -464,13 +506,13 @@ class RedisStore(Store):
             self._renew([lkey], [mine, 10_000])
             self._release([lkey], [mine])
             client.publish(self._channel, json.dumps({"probe": self._origin}))
-            pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+            pubsub = client.pubsub()
             try:
                 pubsub.subscribe(self._channel)
                 pubsub.get_message(timeout=self.socket_timeout)
             finally:
                 pubsub.close()
-            client.unlink(*client.scan_iter(match=_glob_escape(base) + "*", count=100), vkey)
+            client.unlink(*client.scan_iter(match=glob_escape(base) + "*", count=100), vkey)
         finally:
             with contextlib.suppress(redis.RedisError, OSError):
                 client.delete(vkey, lkey, ekey)
@@ -483,7 +525,7 @@ class RedisStore(Store):
         if len(self._warned) > 1000:
             self._warned.clear()
         self._warned[key] = now
-        logger.warning("%r in %s: %s", key, self.url, problem)
+        logger.warning("%r in %s: %s", key, self.url, problem, extra=fields(key))
 
     def _error(self, what: str, exc: BaseException) -> StoreError:
         return self._errors.error(what, exc)
@@ -504,11 +546,6 @@ class _PendingAck:
         self.ackers: set[str] = set()
         self.expected: int | None = None  # how many listeners got it; known once published
         self.done = trio.Event()
-
-
-def _glob_escape(text: str) -> str:
-    """``text`` as a literal in a Redis MATCH pattern."""
-    return _GLOB_METACHARACTERS.sub(r"\\\1", text)
 
 
 def _milliseconds(seconds: float) -> int:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import redis
 import trio
 
+from ._log import fields
 from ._store import Notice, is_lease_token
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ class NoticeListener:
         store = self._store
         failures = 0
         while not self._stop.is_set():
-            pubsub = store._client.pubsub()  # type: ignore[no-untyped-call]
+            pubsub = store._client.pubsub()
             try:
                 pubsub.subscribe(store._channel)
                 while not self._stop.is_set():
@@ -90,7 +91,11 @@ class NoticeListener:
                     if message["type"] == "subscribe":
                         self._to_trio(self._on_subscribed, failures > 0)
                         if failures:
-                            logger.warning("notice listener reconnected to Redis at %s", store.url)
+                            logger.warning(
+                                "notice listener reconnected to Redis at %s",
+                                store.url,
+                                extra=fields(),
+                            )
                         failures = 0
                     elif message["type"] == "message":
                         self._dispatch(message["data"])
@@ -106,6 +111,7 @@ class NoticeListener:
                         "notice listener lost Redis at %s (%s): reconnecting",
                         store.url,
                         store._describe(exc),
+                        extra=fields(),
                     )
             finally:
                 with contextlib.suppress(redis.RedisError, OSError):
@@ -239,5 +245,5 @@ def decode_notice(data: Any) -> tuple[Notice | None, str]:
             and isinstance(origin, str)
         ):
             return Notice(key, outcome, reason, cached, token), origin
-    logger.debug("ignoring a malformed notice: %.200r", data)
+    logger.debug("ignoring a malformed notice: %.200r", data, extra=fields())
     return None, ""

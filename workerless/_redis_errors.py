@@ -11,6 +11,7 @@ from ._errors import StoreError, StoreUnavailable
 
 __all__ = ["RedisErrors", "redact_url"]
 
+_ClusterException = redis.exceptions.RedisClusterException  # not a RedisError
 _CLUSTER_REPLIES = ("MOVED", "ASK", "CROSSSLOT", "CLUSTERDOWN", "TRYAGAIN")
 
 
@@ -18,8 +19,9 @@ class RedisErrors:
     """Maps a redis-py exception to `StoreUnavailable` (an outage) or `StoreError` (a refusal,
     explained: credentials, a missing ACL permission, a Redis Cluster node); scrubs secrets."""
 
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, url: str, prefix: str, *, cluster: bool = False) -> None:
         self.url = redact_url(url)
+        self.cluster = cluster
         self.prefix = prefix
         self._secrets = _secrets_in(url)
         self._user = unquote(urlsplit(url).username or "") or "default"
@@ -32,11 +34,21 @@ class RedisErrors:
         if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
             return StoreUnavailable(f"{what} {self.url}: {described}")
         text = self.scrub(str(exc))
-        if isinstance(exc, (redis.exceptions.AskError, redis.exceptions.ClusterError)) or (
-            text.startswith(_CLUSTER_REPLIES) or "CROSSSLOT" in described
-        ):
+        cluster_reply = isinstance(
+            exc, (redis.exceptions.AskError, redis.exceptions.ClusterError, _ClusterException)
+        ) or (text.startswith(_CLUSTER_REPLIES) or "CROSSSLOT" in described)
+        if self.cluster and "Cluster mode is not enabled" in text:
             return StoreError(
-                f"Redis Cluster is not supported by this URL ({self.url}): {described}"
+                f"{self.url} is not a Redis Cluster, or Redis user {self._user!r} lacks "
+                f"+cluster|slots ({described})"
+            )
+        if cluster_reply and self.cluster and "CROSSSLOT" not in described:
+            # A failover or a reshard in progress, or no node reachable: an outage.
+            return StoreUnavailable(f"{what} {self.url}: {described}")
+        if cluster_reply and not self.cluster:
+            return StoreError(
+                f"Redis Cluster is not supported by this URL ({self.url}): use "
+                f"redis+cluster://host:port[,host:port...] ({described})"
             )
         if isinstance(exc, redis.exceptions.NoPermissionError) or "executing the script" in text:
             return StoreError(f"Redis at {self.url}: {self._permission_hint(text)}")

@@ -135,24 +135,26 @@ class JobQueue:
         self.name = name
         self.stream = f"{store.prefix}fragments:{name}"
         self.dead = f"{self.stream}:dead"
-        client = store._client
-        self._claim = client.register_script(CLAIM_OR_ENQUEUE)
-        self._finish = client.register_script(FINISH)
-        self._retry = client.register_script(RETRY)
-        self._touch = client.register_script(TOUCH)
+        self._scripts: dict[str, Any] = {}  # registered on first use: the store connects late
         self._reader: redis.Redis | None = None
         self._read_limiter = trio.CapacityLimiter(1024)
 
     def marker_key(self, key: str) -> str:
         return f"{self.store.prefix}job:{key}"
 
+    def _script(self, source: str) -> Any:
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.store._client.register_script(source)
+        return script
+
     async def claim_or_enqueue(self, job: FragmentJob, lease: float) -> tuple[bool, str, float]:
         """Take ``job.key``'s lease and enqueue ``job`` atomically, unless it is held or a job
         for the key is pending; return (enqueued, the holder's token, seconds its lease lasts)."""
         store = self.store
-        keys = [store._lease_key(job.key), self.marker_key(job.key), self.stream]
+        keys = [store.keys.lease(job.key), self.marker_key(job.key), self.stream]
         args = [job.token, _ms(lease), _ms(_MARKER_TTL), job.encode()]
-        reply = await store._call(self._claim, keys, args)
+        reply = await store._call(self._script(CLAIM_OR_ENQUEUE), keys, args)
         holder = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
         return reply[0] == 1, holder, int(reply[2]) / 1000
 
@@ -205,7 +207,7 @@ class JobQueue:
     async def touch(self, consumer: str, entry: str) -> bool:
         """Keep a job ours while it runs (its idle time back to 0); False if it was taken."""
         args = [GROUP, entry, consumer]
-        return bool(await self.store._call(self._touch, [self.stream], args))
+        return bool(await self.store._call(self._script(TOUCH), [self.stream], args))
 
     async def deliveries(self, entry: str) -> int:
         """How many times the entry was delivered (1 for a job read once)."""
@@ -227,12 +229,12 @@ class JobQueue:
                 record["raw"] = raw[:4096].decode("utf-8", "replace")
             keys.append(self.dead)
             args.append(json.dumps(record))
-        return bool(await self.store._call(self._finish, keys, args))
+        return bool(await self.store._call(self._script(FINISH), keys, args))
 
     async def requeue(self, consumer: str, entry: str, job: FragmentJob) -> bool:
         """Acknowledge ``entry`` and enqueue ``job`` (another attempt) in one step."""
         args = [GROUP, entry, consumer, job.encode()]
-        return bool(await self.store._call(self._retry, [self.stream], args))
+        return bool(await self.store._call(self._script(RETRY), [self.stream], args))
 
     async def counts(self) -> dict[str, int]:
         """Jobs waiting to be taken, taken and not acknowledged, and dead (for status pages)."""
@@ -263,8 +265,11 @@ class RemoteCompute:
     here.  A stored value ends it; a ``failed`` notice from the holder fails every waiter.
     """
 
-    def __init__(self, route: FragmentRoute, queue: str, headers: frozenset[str]) -> None:
+    def __init__(
+        self, route: FragmentRoute, endpoint: str, queue: str, headers: frozenset[str]
+    ) -> None:
         self.route = route
+        self.endpoint = endpoint
         self.queue_name = queue
         self.headers = headers
         self._queue: JobQueue | None = None
@@ -273,20 +278,16 @@ class RemoteCompute:
     def start(self, workerless: Workerless) -> None:
         """Bind to the started store; ConfigurationError if it is not Redis."""
         store = workerless.cacher.store
-        if not isinstance(store, RedisStore):
+        if not isinstance(store, RedisStore) or store.topology == "cluster":
+            # One script takes a key's lease and adds its job: one server, not a cluster.
             raise ConfigurationError(
-                f"compute='worker' (queue {self.queue_name!r}) needs a Redis store, "
-                f"not {store!r}: set WORKERLESS_STORE=redis://..."
+                f"compute='worker' (queue {self.queue_name!r}) needs a Redis store on one "
+                f"server (or Sentinel), not {store!r}: set WORKERLESS_STORE=redis://..."
             )
         self._queue = JobQueue(store, self.queue_name)
 
     async def fetch(
-        self,
-        key: str,
-        endpoint: str,
-        view_args: dict[str, Any],
-        varied: frozenset[str],
-        deadline: float,
+        self, key: str, view_args: dict[str, Any], varied: frozenset[str], deadline: float
     ) -> Fetched[CachedResponse]:
         """The route's response for ``key``: stored, or computed by a worker within
         ``deadline`` s (else `StillComputing`); `ComputationFailed` if the job failed;
@@ -305,12 +306,12 @@ class RemoteCompute:
                 return Fetched(value, "hit", stored=True, ttl=None if left == math.inf else left)
             replacing = envelope.generation
             if position is Standing.STALE:
-                self._join(key, self._job(key, endpoint, view_args, varied), replacing)
+                self._join(key, self._job(key, view_args, varied), replacing)
                 return Fetched(value, "stale", stored=True, ttl=left)
         flight = self._flights.get(key)
         collapsed = flight is not None
         if flight is None:
-            flight = self._join(key, self._job(key, endpoint, view_args, varied), replacing)
+            flight = self._join(key, self._job(key, view_args, varied), replacing)
         with trio.move_on_after(deadline):
             await flight.done.wait()
         outcome = flight.outcome
@@ -322,9 +323,7 @@ class RemoteCompute:
             raise outcome
         return Fetched(outcome, "collapsed", stored=True)
 
-    def _job(
-        self, key: str, endpoint: str, view_args: dict[str, Any], varied: frozenset[str]
-    ) -> FragmentJob:
+    def _job(self, key: str, view_args: dict[str, Any], varied: frozenset[str]) -> FragmentJob:
         """The job for the current request: only the headers the key depends on go with it."""
         names = sorted(self.headers | varied)
         headers = [(name, request.headers[name]) for name in names if name in request.headers]
@@ -333,7 +332,7 @@ class RemoteCompute:
         return FragmentJob(
             key=key,
             token=secrets.token_hex(16),
-            endpoint=endpoint,
+            endpoint=self.endpoint,
             view_args=dict(view_args),
             method="GET",
             path=request.path,

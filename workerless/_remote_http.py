@@ -162,7 +162,7 @@ class _Api:
             # An answer counts only while the job is still the one taken here.
             if not await jobs.touch(_CONSUMER, entry):
                 return _json(409, {"error": "this job was taken over by another worker"})
-            epoch = await jobs.store.epoch()
+            epoch = await jobs.store.epoch(job.key)
             with trio.CancelScope(shield=True):
                 await worker.deliver(jobs, entry, job, route, response, 0.0, epoch)
         except StoreError as exc:

@@ -105,8 +105,10 @@ class FragmentWorker:
             store = store_from_url(
                 store, prefix=settings.prefix, near_ttl=0, max_value_bytes=settings.max_value_bytes
             )
-        if not isinstance(store, RedisStore):
-            raise ConfigurationError(f"a fragment worker needs a Redis store, not {store!r}")
+        if not isinstance(store, RedisStore) or store.topology == "cluster":
+            raise ConfigurationError(
+                f"a fragment worker needs a Redis store on one server, not {store!r}"
+            )
         await store.open()
         queues = [JobQueue(store, name) for name in self.queues]
         try:
@@ -219,7 +221,7 @@ class FragmentWorker:
         hard_limit = settings.hard_limit if route.hard_limit is None else route.hard_limit
         started = trio.current_time()
         error: Exception | None = None
-        epoch = await store.epoch()  # an invalidation from now on keeps the result unstored
+        epoch = await store.epoch(job.key)  # an invalidation from now on keeps the result unstored
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._keep, queue, entry, job)

@@ -124,9 +124,12 @@ class Store(abc.ABC):
     - **Values** are bytes.  A value longer than ``max_value_bytes`` is never stored (`set`
       returns False) and never returned.  Data of the wrong type or size found under a key,
       written by someone else, is a miss for that key and is overwritten by the next `set`.
-    - **Epoch.** `epoch` is a counter that every `delete` and `delete_prefix` increases, in
-      every process sharing the store; `set(..., epoch=e)` stores only while it still reads
-      ``e``.  A corrupt epoch is repaired (to a larger value), never an error.
+    - **Epoch.** `epoch(key)` is a counter that `delete(key)` and every `delete_prefix`
+      covering ``key`` increase, in every process sharing the store; `set(key, ...,
+      epoch=e)` stores only while ``epoch(key)`` still reads ``e``.  A store may keep one
+      counter for several keys (one for all, or one per bucket of keys, as a sharded store
+      must): other invalidations may then increase it too.  A corrupt epoch is repaired (to
+      a larger value), never an error.
     - **Leases.** `acquire_lease` takes a free lease, renews the lease of the same token
       (re-entrant), and breaks a *foreign* lease (not a token of this library's form, no
       expiry, or more than `MAX_LEASE` s left), logging a warning.  Only the holder's token
@@ -172,26 +175,27 @@ class Store(abc.ABC):
     async def set(self, key: str, value: bytes, ttl: float, *, epoch: int | None = None) -> bool:
         """Store ``value`` under ``key`` for ``ttl`` seconds, replacing what was there.
 
-        With ``epoch`` (read from `epoch` before computing the value), store only if nothing
-        was deleted since: a value computed from data older than an invalidation must not
-        outlive it.  ``ttl <= 0`` deletes the key.  A value over ``max_value_bytes`` is not
-        stored.  Return whether the value was stored.
+        With ``epoch`` (read from ``epoch(key)`` before computing the value), store only if
+        ``key`` was not invalidated since: a value computed from data older than an
+        invalidation must not outlive it.  ``ttl <= 0`` deletes the key.  A value over
+        ``max_value_bytes`` is not stored.  Return whether the value was stored.
         """
 
     @abc.abstractmethod
-    async def epoch(self) -> int:
-        """A counter that every `delete` and `delete_prefix` increases, in every process."""
+    async def epoch(self, key: str) -> int:
+        """``key``'s invalidation counter: `delete(key)` and every `delete_prefix` covering
+        ``key`` increase it, in every process (other invalidations may too)."""
 
     @abc.abstractmethod
     async def delete(self, key: str) -> bool:
-        """Remove ``key`` everywhere and increase the epoch; return whether the key was there.
+        """Remove ``key`` everywhere and increase its epoch; return whether it was there.
 
         Returns once no process sharing the store serves the old value any more.
         """
 
     @abc.abstractmethod
     async def delete_prefix(self, prefix: str) -> int:
-        """Remove every key starting with ``prefix`` and increase the epoch; return how many.
+        """Remove every key starting with ``prefix`` and increase their epochs; return how many.
 
         Returns once no process sharing the store serves the old values any more.
         """

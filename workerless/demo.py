@@ -1,6 +1,7 @@
 """The talk's demo: a skeleton page whose fragments come from a slow external API.
 
-Run it with ``hypercorn --worker-class trio workerless.demo:app`` and open the page.
+Run it with ``hypercorn --worker-class trio workerless.demo:app`` and open the page; ``/streamed``
+shows the same cards in one streamed response.
 Fragments a, b and c take 0 to 3 s at random and are cached; ``slow`` takes longer than its
 deadline (the 202 path); ``fresh`` is served stale while it refreshes; ``failing`` raises
 while the failure switch is on (the error path); ``heavy`` burns CPU on a
@@ -17,12 +18,13 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import trio
-from quart import abort, render_template, request
+from quart import Response, abort, render_template, request
 from quart_trio import QuartTrio
 
-from . import Workerless
+from . import Workerless, stream_template
 
 __all__ = ["app", "workerless"]
 
@@ -104,16 +106,27 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%H:%M:%S.%f")[:-3] + " UTC"
 
 
+def _page_context(streamed: bool) -> dict[str, Any]:
+    return {
+        "fragments": FRAGMENTS,
+        "failing_enabled": upstream.failing,
+        "slow_deadline": SLOW_DEADLINE,
+        "slow_seconds": SLOW_SECONDS,
+        "fresh_ttl": FRESH_TTL,
+        "streamed": streamed,
+    }
+
+
 @app.get("/")
 async def index() -> str:
-    return await render_template(
-        "demo/index.html",
-        fragments=FRAGMENTS,
-        failing_enabled=upstream.failing,
-        deadline=SLOW_DEADLINE,
-        slow_seconds=SLOW_SECONDS,
-        fresh_ttl=FRESH_TTL,
-    )
+    """The fetched page: the skeleton, then one request per fragment from workerless.js."""
+    return await render_template("demo/index.html", **_page_context(False))
+
+
+@app.get("/streamed")
+async def streamed() -> Response:
+    """The same cards in one response: each fragment streamed in as it completes."""
+    return await stream_template("demo/index.html", **_page_context(True))
 
 
 async def _fragment_html(name: str, content: str, started: float) -> str:

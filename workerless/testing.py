@@ -1,5 +1,6 @@
-"""Helpers for users' own tests: capture the events a Cacher or Workerless emits, and (with
-pytest installed) `StoreContract`, the test suite every store must pass."""
+"""Helpers for users' own tests: capture the events a Cacher, Workerless or
+WorkerlessMiddleware emits, and (with pytest installed) `StoreContract`, the test suite every
+store must pass."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, TypeVar
 from ._cacher import Cacher
 from ._events import Event
 from ._fragment import Workerless
+from ._middleware import WorkerlessMiddleware
 
 __all__ = ["CapturedEvents", "capture_events"]
 
@@ -34,9 +36,11 @@ class CapturedEvents(list[Event]):
 
 
 @contextmanager
-def capture_events(source: Cacher[Any] | Workerless) -> Iterator[CapturedEvents]:
+def capture_events(
+    source: Cacher[Any] | Workerless | WorkerlessMiddleware,
+) -> Iterator[CapturedEvents]:
     """Record every event ``source`` emits inside the block."""
-    cacher = source.cacher if isinstance(source, Workerless) else source
+    cacher = source if isinstance(source, Cacher) else source.cacher
     events = CapturedEvents()
     remove = cacher.on(Event, events.append)
     try:

@@ -22,6 +22,8 @@ from servers import redis_server
 # The stored layout as the planted-data tests write it: one source for what a planter writes.
 from test_planted import entry
 
+from workerless._redis_keys import KeyLayout
+
 from .procs import Answer, AppServer, app_servers, run_client
 from .report import Row, Rows, ms, summary
 from .scenarios import Outcome, Sizes, hold
@@ -221,9 +223,10 @@ def _planted(
     planter = redis_py.Redis.from_url(store_url, socket_timeout=10)
     other = f"/wl/planted-{nonce}-other"
     server.request(other)  # cached: the wrong-type row looks at it afterwards
+    keys = KeyLayout(prefix)
 
     def value(data: bytes) -> Callable[[str], object]:
-        return lambda key: planter.set(f"{prefix}v:{key}", data, px=600_000)
+        return lambda key: planter.set(keys.value(key), data, px=600_000)
 
     # Each: a name, what is planted, how it is planted for a key.  The destructive ones
     # last: before its fix, a bad epoch fails every miss afterwards.
@@ -235,10 +238,10 @@ def _planted(
         (
             "lease",
             "foreign lease (1 h)",
-            lambda key: planter.set(f"{prefix}lease:{key}", "x", px=3_600_000),
+            lambda key: planter.set(keys.lease(key), "x", px=3_600_000),
         ),
-        ("type", "RPUSH on the value", lambda key: planter.rpush(f"{prefix}v:{key}", "a")),
-        ("epoch", "SET epoch x", lambda key: planter.set(f"{prefix}epoch", "x")),
+        ("type", "RPUSH on the value", lambda key: planter.rpush(keys.value(key), "a")),
+        ("epoch", "SET epoch x", lambda key: planter.set(keys.epoch(key), "x")),
     ]
     figures: dict[str, Any] = {}
     cells: list[str] = []
@@ -283,7 +286,7 @@ def _planted(
         cells.append(text)
         if not good:
             misses.append(label)
-    planter.delete(f"{prefix}epoch")
+    planter.delete(*keys.epochs)
     planter.close()
     row = Row(
         "6",
@@ -334,7 +337,7 @@ def _holder_killed(store_url: str, nonce: str, log_dir: Path) -> tuple[dict[str,
         killed = time.monotonic()
         with redis_py.Redis.from_url(store_url, socket_timeout=10) as client:
             # The bench's paths are their own keys (ASCII, one query field).
-            remaining = int(client.pttl(f"{PREFIX}lease:{path}"))
+            remaining = int(client.pttl(KeyLayout(PREFIX).lease(path)))
         lease_end = time.monotonic() + remaining / 1000 if remaining > 0 else None
         waiter.wait(60)
         doomed.wait(10)

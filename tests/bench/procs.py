@@ -123,17 +123,22 @@ def _parent_of(pid: int) -> int:
 
 @contextmanager
 def app_servers(
-    count: int, store: str, log_dir: Path, env: Mapping[str, str] | None = None
+    count: int,
+    store: str,
+    log_dir: Path,
+    env: Mapping[str, str] | None = None,
+    app: str = APP,
 ) -> Iterator[list[AppServer]]:
     """Start ``count`` separate bench servers on ``store``; stop them all after the block.
 
-    ``env`` adds or overrides ``WORKERLESS_*`` settings of the servers.
+    ``env`` adds or overrides ``WORKERLESS_*`` settings of the servers; ``app`` is another
+    app to serve (it must answer ``GET /bench/stats`` with its ``pid``).
     """
     env = {**SERVER_ENV, "WORKERLESS_STORE": store, **(env or {})}
     with ExitStack() as stack, ThreadPoolExecutor(count) as pool:
         # Each start waits for its port: start them side by side.
         managers = [
-            hypercorn(APP, log_dir, env=env, args=("--backlog", "4096")) for _ in range(count)
+            hypercorn(app, log_dir, env=env, args=("--backlog", "4096")) for _ in range(count)
         ]
         handles = list(pool.map(stack.enter_context, managers))
         started = []

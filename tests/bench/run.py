@@ -1,15 +1,18 @@
 """Measure workerless beside what users would do instead; print one table, write it as JSON.
 
     python tests/bench/run.py [--quick] [--store memory|redis|both] [--json PATH]
-                              [--scenarios 1,2,3,4,5,6,7,12]
+                              [--scenarios 1,2,3,4,5,6,7,8,9,10,12]
 
 Starts real ``hypercorn --worker-class trio`` servers on free ports (and a redis-server for
 the Redis store) and drives them from other processes: ``wrk`` and a trio client.  Every
 figure is a comparison taken in the same run, since timings on a shared machine drift.
 Scenario 6 sets off faults (a killed server, a killed redis-server, planted data, overload)
 and reports each against its goal.  Scenario 7 compares stale-while-revalidate, early refresh
-and ETags with their absence.  Scenario 12 times fragments computed by `workerless worker`
-processes: pushed to held requests vs the Worker Pattern's polling.
+and ETags with their absence.  Scenario 8 compares a hit through WorkerlessMiddleware with
+the same Starlette app's bare route.  Scenario 9 compares hit throughput with the metrics
+endpoints on and off.  Scenario 10 loads one page streamed and fetched in Chromium.
+Scenario 12 times fragments computed by `workerless worker` processes: pushed to held
+requests vs the Worker Pattern's polling.
 """
 
 from __future__ import annotations
@@ -34,11 +37,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from servers import redis_server  # noqa: E402
 
-from bench import faults, freshness, remote, scenarios  # noqa: E402
+from bench import faults, freshness, metrics, middleware, remote, scenarios, streamed  # noqa: E402
 from bench.procs import app_servers  # noqa: E402
 from bench.report import Row, log, machine, markdown  # noqa: E402
 
-SCENARIOS = (1, 2, 3, 4, 5, 6, 7, 12)
+SCENARIOS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12)
 TITLES = {
     1: "hit overhead",
     2: "stampede",
@@ -47,6 +50,9 @@ TITLES = {
     5: "cross-process wake-up",
     6: "reliability",
     7: "freshness",
+    8: "middleware hit",
+    9: "metrics overhead",
+    10: "streamed page",
     12: "worker-computed fragments",
 }
 
@@ -70,7 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scenarios",
         type=lambda text: sorted({int(s) for s in text.split(",") if s.strip()}),
         default=list(SCENARIOS),
-        help="comma-separated scenario numbers (default: all, 1,2,3,4,5,6,7,12)",
+        help="comma-separated scenario numbers (default: all, 1,2,3,4,5,6,7,8,9,10,12)",
     )
     args = parser.parse_args(argv)
     if not set(args.scenarios) <= set(SCENARIOS):
@@ -143,6 +149,13 @@ def main(argv: list[str] | None = None) -> int:
                 record(6, store, faults.reliability, store, url, sizes, nonce, log_dir)
             if 7 in chosen:
                 record(7, store, freshness.freshness, store, url, sizes, nonce, log_dir)
+            if 8 in chosen:
+                record(8, store, middleware.middleware_hits, store, url, sizes, log_dir, redis_pid)
+            if 9 in chosen:
+                record(9, store, metrics.metrics_overhead, store, url, sizes, log_dir)
+            # The page's own server keeps its fragments in memory: the store is not the point.
+            if 10 in chosen and store == held_store:
+                record(10, "memory", streamed.streamed_page, "memory", sizes, nonce, log_dir)
             if 12 in chosen and store == "redis":
                 record(12, store, remote.worker_fragments, store, url, sizes, nonce, log_dir)
     for needs_redis in chosen & {5, 12}:

@@ -10,7 +10,7 @@ import json
 import random
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,11 @@ __all__ = [
     "hit_overhead",
     "hold",
     "stampede",
+    "take_turns",
     "time_to_fragment",
     "wakeup",
+    "wrk_cell",
+    "wrk_pair",
 ]
 
 Outcome = tuple[dict[str, Any], list[Row]]
@@ -141,41 +144,8 @@ def hit_overhead(
     _, headers, body = server.request("/fragment")
     if body != bare or not headers.get("cache-status", "").startswith("workerless; hit"):
         raise RuntimeError(f"/fragment is not a hit of the same bytes: {headers}")
-    routes = ("bare", "fragment")
-    if sizes.wrk_rounds > 1:  # let both routes warm up before anything counts
-        for route in routes:
-            wrk.run(f"{server.url}/{route}", seconds=1, connections=sizes.wrk_connections)
-    runs: dict[str, list[dict[str, Any]]] = {route: [] for route in routes}
-    for round_ in range(sizes.wrk_rounds):
-        for route in routes if round_ % 2 == 0 else routes[::-1]:
-            cpu, redis_cpu = process_cpu(server.pid), process_cpu(redis_pid)
-            run = wrk.run(
-                f"{server.url}/{route}",
-                seconds=sizes.wrk_seconds,
-                connections=sizes.wrk_connections,
-            ).as_dict()
-            run["cpu"] = process_cpu(server.pid) - cpu
-            run["redis_cpu"] = process_cpu(redis_pid) - redis_cpu
-            runs[route].append(run)
-    figures: dict[str, dict[str, Any]] = {}
-    for route, results in runs.items():
-        requests = sum(r["requests"] for r in results)
-        figures[route] = {
-            "rate": statistics.median(r["rate"] for r in results),
-            "p50": statistics.median(r["p50"] for r in results),
-            "p99": statistics.median(r["p99"] for r in results),
-            "cpu_per_request": sum(r["cpu"] for r in results) / requests,
-            "redis_cpu_per_request": sum(r["redis_cpu"] for r in results) / requests,
-            "errors": sum(r["non_2xx"] + r["socket_errors"] for r in results),
-        }
+    figures, ratio, runs = wrk_pair(server, "fragment", "bare", sizes, redis_pid)
     fragment, plain = figures["fragment"], figures["bare"]
-    paired = list(zip(runs["fragment"], runs["bare"], strict=True))
-    ratio = {
-        # Per-round ratios first: both routes of a round ran under the same conditions.
-        name: statistics.median(f[name] / b[name] for f, b in paired)
-        for name in ("rate", "p50", "p99")
-    }
-    ratio["cpu_per_request"] = fragment["cpu_per_request"] / plain["cpu_per_request"]
     result = {
         "goal_rate_ratio": HIT_GOAL[store],
         "connections": sizes.wrk_connections,
@@ -188,28 +158,99 @@ def hit_overhead(
         "runs": runs,
     }
 
-    def cell(f: dict[str, Any]) -> str:
-        text = (
-            f"{f['rate']:,.0f} req/s, p50 {ms(f['p50'])}, p99 {ms(f['p99'])}; "
-            f"{ms(f['cpu_per_request'])} CPU/request"
-        )
-        if f["redis_cpu_per_request"] >= 0.00005:
-            text += f" + {ms(f['redis_cpu_per_request'])} in redis-server"
-        return text + (f"; {f['errors']} errors" if f["errors"] else "")
-
     row = Row(
         "1",
         f"Hit overhead: a cached fragment ({len(bare)} B), wrk with "
         f"{sizes.wrk_connections} connections, "
         + (f"{sizes.wrk_rounds} rounds taking turns" if sizes.wrk_rounds > 1 else "1 round"),
         store,
-        cell(fragment),
-        "bare route, same bytes: " + cell(plain),
+        wrk_cell(fragment),
+        "bare route, same bytes: " + wrk_cell(plain),
         f"throughput {times(ratio['rate'])} the bare route's (goal ≥ "
         f"{HIT_GOAL[store]:.2f}×); {times(ratio['cpu_per_request'])} the CPU per request; "
         f"p50 {times(ratio['p50'])}, p99 {times(ratio['p99'])}",
     )
     return result, [row]
+
+
+def wrk_pair(
+    server: AppServer, route: str, baseline: str, sizes: Sizes, redis_pid: int | None
+) -> tuple[dict[str, dict[str, Any]], dict[str, float], dict[str, list[dict[str, Any]]]]:
+    """wrk on ``route`` and on ``baseline`` (paths without their ``/``) by `take_turns`.
+
+    Returns each route's figures, the ratios route/baseline, and every run.
+    """
+    targets = {baseline: (server, f"/{baseline}"), route: (server, f"/{route}")}
+    runs, figures = take_turns(targets, sizes, redis_pid)
+    paired = list(zip(runs[route], runs[baseline], strict=True))
+    ratio = {
+        # Per-round ratios first: both routes of a round ran under the same conditions.
+        name: statistics.median(f[name] / b[name] for f, b in paired)
+        for name in ("rate", "p50", "p99")
+    }
+    ratio["cpu_per_request"] = (
+        figures[route]["cpu_per_request"] / figures[baseline]["cpu_per_request"]
+    )
+    return figures, ratio, runs
+
+
+def take_turns(
+    targets: Mapping[str, tuple[AppServer, str]],
+    sizes: Sizes,
+    redis_pid: int | None = None,
+    scrape: Callable[[], object] | None = None,
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]]]:
+    """wrk on each target (a server and a path), in turns whose order alternates each round.
+
+    Returns every run (with the server's and redis-server's CPU seconds) by target name, and
+    per target the median rate and latencies, CPU per request, and errors.  ``scrape`` is
+    called once the targets are warm and after each round.
+    """
+    names = tuple(targets)
+    if sizes.wrk_rounds > 1:  # let every target warm up before anything counts
+        for server, path in targets.values():
+            wrk.run(f"{server.url}{path}", seconds=1, connections=sizes.wrk_connections)
+    if scrape is not None:
+        scrape()
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for round_ in range(sizes.wrk_rounds):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            server, path = targets[name]
+            cpu, redis_cpu = process_cpu(server.pid), process_cpu(redis_pid)
+            run = wrk.run(
+                f"{server.url}{path}",
+                seconds=sizes.wrk_seconds,
+                connections=sizes.wrk_connections,
+            ).as_dict()
+            run["cpu"] = process_cpu(server.pid) - cpu
+            run["redis_cpu"] = process_cpu(redis_pid) - redis_cpu
+            runs[name].append(run)
+        if scrape is not None:
+            scrape()
+    figures: dict[str, dict[str, Any]] = {}
+    for name, results in runs.items():
+        requests = sum(r["requests"] for r in results)
+        figures[name] = {
+            "rate": statistics.median(r["rate"] for r in results),
+            "p50": statistics.median(r["p50"] for r in results),
+            "p99": statistics.median(r["p99"] for r in results),
+            "cpu_per_request": sum(r["cpu"] for r in results) / requests,
+            "redis_cpu_per_request": sum(r["redis_cpu"] for r in results) / requests,
+            "requests": requests,
+            "errors": sum(r["non_2xx"] + r["socket_errors"] for r in results),
+        }
+    return runs, figures
+
+
+def wrk_cell(f: dict[str, Any]) -> str:
+    """One target's figures from `take_turns`, as a table cell."""
+    text = (
+        f"{f['rate']:,.0f} req/s, p50 {ms(f['p50'])}, p99 {ms(f['p99'])}; "
+        f"{ms(f['cpu_per_request'])} CPU/request"
+    )
+    if f["redis_cpu_per_request"] >= 0.00005:
+        text += f" + {ms(f['redis_cpu_per_request'])} in redis-server"
+    return text + (f"; {f['errors']} errors" if f["errors"] else "")
 
 
 # -- 2. stampede -------------------------------------------------------------------------

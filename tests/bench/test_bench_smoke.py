@@ -24,13 +24,14 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
-    """A quick run exits 0, reports every scenario, and counts computations right."""
+    """A quick run exits 0, reports every scenario, and counts computations (and, with the
+    metrics on, hits) right."""
     out = tmp_path / "bench.json"
     done = subprocess.run(
         [sys.executable, str(RUN), "--quick", "--json", str(out)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
@@ -38,7 +39,7 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     results = report["results"]
     stores = report["stores"]
     assert report["failures"] == []
-    assert set(results) == {"1", "2", "3", "4", "5", "6", "7", "12"}
+    assert set(results) == {"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "12"}
 
     for store in stores:
         assert results["1"][store]["fragment"]["errors"] == 0
@@ -115,6 +116,30 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
         assert reload["with_etag"] == k
         assert reload["plain"]["statuses"] == {"200": k} and reload["plain"]["body_bytes"] > 0
         assert reload["etag"]["statuses"] == {"304": k} and reload["etag"]["body_bytes"] == 0
+
+    assert set(results["9"]) == set(stores)
+    for store in stores:
+        overhead = results["9"][store]
+        assert overhead["on"]["errors"] == overhead["off"]["errors"] == 0
+        # The metrics saw every hit wrk completed (and any it cut short).
+        assert overhead["hits_counted"] >= overhead["on"]["requests"] > 0
+    page = results["10"]["memory"]
+    assert page["failures"] == []
+    complete = page["page complete"]
+    # Every fragment of every load was shown; the streamed page took one request, the fetched
+    # one a request per fragment besides the document.
+    for mode in ("streamed", "fetched"):
+        assert all(load["loaded"] == complete["fragments"] for load in complete["loads"][mode])
+    assert all(load["requests"] == 1 for load in complete["loads"]["streamed"])
+    assert all(
+        load["requests"] == 1 + complete["fragments"] for load in complete["loads"]["fetched"]
+    )
+    assert set(results["8"]) == set(stores)
+    for store in stores:
+        hit = results["8"][store]["hit"]
+        assert results["8"][store]["failures"] == []
+        assert hit["computations"] == 1  # every request after the first was a hit
+        assert hit["page"]["errors"] == hit["bare"]["errors"] == 0
 
     if "redis" in stores:
         remote = results["12"]["redis"]
