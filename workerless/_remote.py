@@ -32,6 +32,7 @@ from ._errors import ComputationFailed, ConfigurationError, StillComputing, Stor
 from ._flight import Fetched
 from ._freshness import Standing, standing
 from ._redis import RedisStore
+from ._redis_channel import encode_notice
 from ._remote_scripts import CLAIM_OR_ENQUEUE, FINISH, RETRY, TOUCH
 from ._response import CachedResponse
 from ._store import Notice
@@ -217,19 +218,29 @@ class JobQueue:
         return int(reply[0]["times_delivered"]) if reply else 1
 
     async def finish(
-        self, consumer: str, entry: str, job: FragmentJob, dead: str = "", raw: bytes = b""
+        self,
+        consumer: str,
+        entry: str,
+        job: FragmentJob,
+        notice: Notice,
+        dead: str = "",
+        raw: bytes = b"",
     ) -> bool:
-        """Acknowledge the job's last attempt; with a ``dead`` reason, dead-letter it (with
-        ``raw``, the entry as found, when it was not a job)."""
-        keys = [self.marker_key(job.key), self.stream]
-        args = [job.token, GROUP, entry, consumer]
+        """Acknowledge the job's last attempt, release the key's lease and publish ``notice``,
+        in one script; with a ``dead`` reason, dead-letter it (with ``raw``, the entry as
+        found, when it was not a job).  False (nothing done) if another worker took it over."""
+        store = self.store
+        keys = [self.marker_key(job.key), self.stream, store.keys.lease(job.key)]
+        message = encode_notice(notice, store._origin)
+        args = [job.token, GROUP, entry, consumer, store._channel, message]
         if dead:
             record: dict[str, Any] = {"job": asdict(job), "reason": dead}
             if raw:
                 record["raw"] = raw[:4096].decode("utf-8", "replace")
             keys.append(self.dead)
             args.append(json.dumps(record))
-        return bool(await self.store._call(self._script(FINISH), keys, args))
+        store._deliver(notice)  # this process's own waiters first, as the store's announce does
+        return bool(await store._call(self._script(FINISH), keys, args))
 
     async def requeue(self, consumer: str, entry: str, job: FragmentJob) -> bool:
         """Acknowledge ``entry`` and enqueue ``job`` (another attempt) in one step."""

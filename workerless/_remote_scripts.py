@@ -43,18 +43,22 @@ local id = redis.call('XADD', KEYS[3], '*', 'job', ARGV[4])
 return {1, ARGV[1], tonumber(ARGV[2]), id}
 """
 )
-# The job's last attempt ended (stored, or failed for good): KEYS marker, stream, dead (or
-# none); ARGV token, group, entry id, consumer, dead record (or none).  Only while the entry
-# is still this consumer's (else another worker took it over: 0): the marker goes if it is
-# still this job's, the entry is acknowledged, a dead record is added.  Returns 1.
+# The job's last attempt ended (stored, or failed for good): KEYS marker, stream, lease, dead
+# (or none); ARGV token, group, entry id, consumer, channel, notice, dead record (or none).
+# Only while the entry is still this consumer's (else another worker took it over: 0): the
+# marker goes if it is still this job's, the entry is acknowledged, a dead record is added,
+# then the key's lease is released and the notice published: one round trip between the
+# stored result and its waiters.  Returns 1.
 FINISH = (
     _TOLERANT
     + _OWNED
     + """
 if not owned(KEYS[2], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
 if tolerant('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-if KEYS[3] then redis.call('XADD', KEYS[3], 'MAXLEN', '~', 10000, '*', 'job', ARGV[5]) end
+if KEYS[4] then redis.call('XADD', KEYS[4], 'MAXLEN', '~', 10000, '*', 'job', ARGV[7]) end
 redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
+if tolerant('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
 """
 )

@@ -186,7 +186,9 @@ class FragmentWorker:
                 "job %s of %s is not a fragment job (%s): dead-lettered", entry, queue.name, exc
             )
             bad = FragmentJob("", "", "", {}, "", "", "", [], [])
-            await queue.finish(consumer, entry, bad, f"not a fragment job: {exc}", raw)
+            reason = f"not a fragment job: {exc}"
+            notice = Notice("", "abandoned", reason)
+            await queue.finish(consumer, entry, bad, notice, reason, raw)
             return None
         route = self.workerless.remote_routes.get(job.endpoint)
         if route is None:
@@ -196,7 +198,8 @@ class FragmentWorker:
         marker = await store._call(store._client.get, queue.marker_key(job.key))
         if marker != job.token.encode():
             logger.info("job %s for %r was superseded; dropped", entry, job.key)
-            await queue.finish(consumer, entry, job)
+            notice = Notice(job.key, "abandoned", "superseded", token=job.token)
+            await queue.finish(consumer, entry, job, notice)
             return None
         if job.not_before > time.time():
             await trio.sleep(job.not_before - time.time())
@@ -280,8 +283,7 @@ class FragmentWorker:
         notice = Notice(job.key, "stored", cached=stored, token=job.token)
         if not stored:  # invalidated while computing: the waiters' requests ask again
             notice = Notice(job.key, "abandoned", "invalidated while computing", token=job.token)
-        await queue.finish(self.consumer, entry, job)
-        await store.announce(notice, job.token)
+        await queue.finish(self.consumer, entry, job, notice)
         self.done += 1
         logger.info(
             "job %s: %r computed in %.3f s (status %d)", entry, job.key, duration, response.status
@@ -324,6 +326,7 @@ class FragmentWorker:
         """Tell every waiter; retry with backoff, or dead-letter after the last attempt."""
         self.failed += 1
         attempt = job.attempt + 1
+        notice = Notice(job.key, "timed_out" if timed_out else "failed", reason, token=job.token)
         if final or attempt >= self.max_attempts:
             logger.error(
                 "job %s for %r failed %d time(s): dead-lettered (%s)",
@@ -332,14 +335,13 @@ class FragmentWorker:
                 attempt,
                 reason,
             )
-            await queue.finish(self.consumer, entry, job, reason)
+            await queue.finish(self.consumer, entry, job, notice, reason)
         else:
             delay = min(self.backoff * 2 ** (attempt - 1), _MAX_BACKOFF)
             await queue.requeue(
                 self.consumer, entry, job.again(attempt=attempt, not_before=time.time() + delay)
             )
-        notice = Notice(job.key, "timed_out" if timed_out else "failed", reason, token=job.token)
-        await queue.store.announce(notice, job.token)
+            await queue.store.announce(notice, job.token)
 
     async def _give_back(self, queue: JobQueue, entry: str, job: FragmentJob) -> None:
         """Shutting down mid-job: the job goes back to the queue, the key's waiters look again."""
