@@ -94,6 +94,17 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> No
         time.sleep(0.05)
 
 
+def hold(nursery: trio.Nursery, client: httpx.AsyncClient, url: str) -> list[httpx.Response]:
+    """Send a GET in the background; its response lands in the returned list."""
+    result: list[httpx.Response] = []
+
+    async def get() -> None:
+        result.append(await client.get(url))
+
+    nursery.start_soon(get)
+    return result
+
+
 async def until(predicate: Callable[[], object]) -> None:
     """Return once ``predicate()`` is true (callers bound it with trio.fail_after)."""
     while not predicate():  # noqa: ASYNC110 - the state is in other processes: poll it
@@ -206,12 +217,7 @@ async def test_web_process_stays_responsive_while_a_worker_burns_cpu(
     timings: list[float] = []
     with trio.fail_after(30):
         async with httpx.AsyncClient(timeout=20) as client, trio.open_nursery() as nursery:
-            result: list[httpx.Response] = []
-
-            async def fragment() -> None:
-                result.append(await client.get(f"{servers[0].url}/cpu/{name}"))
-
-            nursery.start_soon(fragment)
+            result = hold(nursery, client, f"{servers[0].url}/cpu/{name}")
             await until(lambda: computations(counter, name) > 0)
             for _ in range(20):
                 started = time.perf_counter()
@@ -261,13 +267,8 @@ async def test_worker_killed_mid_job_is_redelivered_and_stored_once(
     with trio.fail_after(60):
         async with httpx.AsyncClient(timeout=40) as client:
             async with trio.open_nursery() as nursery:
-                result: list[httpx.Response] = []
-
-                async def held() -> None:
-                    result.append(await client.get(servers[0].url + key))
-
                 with worker(redis.url, log_dir, "kill") as doomed:
-                    nursery.start_soon(held)
+                    result = hold(nursery, client, servers[0].url + key)
                     await until(lambda: computations(counter, name) > 0)
                     doomed.kill()
                     doomed.wait(5)
@@ -367,13 +368,8 @@ async def test_sigterm_gives_the_running_job_back(
     }
     with trio.fail_after(60):
         async with httpx.AsyncClient(timeout=40) as client, trio.open_nursery() as nursery:
-            result: list[httpx.Response] = []
-
-            async def held() -> None:
-                result.append(await client.get(servers[0].url + key))
-
             with fragment_worker(APP, log_dir, ["kill"], env=env) as stopping:
-                nursery.start_soon(held)
+                result = hold(nursery, client, servers[0].url + key)
                 await until(lambda: computations(counter, name) > 0)
                 stopping.terminate()
                 await until(lambda: stopping.poll() is not None)
@@ -398,12 +394,7 @@ async def test_a_worker_speaking_http_computes_a_fragment(
     auth = {"Authorization": "Bearer test-token"}
     with trio.fail_after(30):
         async with httpx.AsyncClient(timeout=20) as client, trio.open_nursery() as nursery:
-            result: list[httpx.Response] = []
-
-            async def held() -> None:
-                result.append(await client.get(f"{servers[0].url}/external/{name}"))
-
-            nursery.start_soon(held)
+            result = hold(nursery, client, f"{servers[0].url}/external/{name}")
             assert (await client.get(api, params={"wait": 1})).status_code == 401
             taken = await client.get(api, params={"wait": 10}, headers=auth)
             while taken.status_code == 204 or taken.json()["job"]["url"] != f"/external/{name}":
@@ -454,12 +445,7 @@ async def test_readme_curl_worker_computes_a_fragment(
     script = script.replace("/fragment-jobs/reports", "/fragment-jobs/external")
     with trio.fail_after(40):
         async with httpx.AsyncClient(timeout=30) as client, trio.open_nursery() as nursery:
-            result: list[httpx.Response] = []
-
-            async def held() -> None:
-                result.append(await client.get(f"{servers[0].url}/external/{name}"))
-
-            nursery.start_soon(held)
+            result = hold(nursery, client, f"{servers[0].url}/external/{name}")
             done = await trio.run_process(
                 ["bash", "-euo", "pipefail", "-c", script],
                 env=env,

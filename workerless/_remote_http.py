@@ -126,7 +126,8 @@ class _Api:
             return _json(503, {"error": str(exc)})
         return Response(b"", status=204)
 
-    async def _job(self, jobs: JobQueue, entry: str) -> FragmentJob | Response:
+    async def _held_job(self, jobs: JobQueue, entry: str) -> FragmentJob | Response:
+        """The job taken here as ``entry``; else the answer saying why not (404, 409)."""
         if _ENTRY_ID.fullmatch(entry) is None:
             return _json(404, {"error": f"{entry!r} is not a job id"})
         found: Any = await jobs.store._call(
@@ -136,9 +137,13 @@ class _Api:
         if not fields or b"job" not in fields:
             return _json(404, {"error": f"no job {entry!r} in this queue"})
         try:
-            return FragmentJob.decode(fields[b"job"])
+            job = FragmentJob.decode(fields[b"job"])
         except ValueError as exc:
             return _json(404, {"error": f"{entry!r} is not a fragment job: {exc}"})
+        # An answer counts only while the job is still the one taken here.
+        if not await jobs.touch(_CONSUMER, entry):
+            return _json(409, {"error": "this job was taken over by another worker"})
+        return job
 
     async def result(self, queue: str, entry: str) -> Response:
         found = self._queue(queue)
@@ -153,15 +158,12 @@ class _Api:
         except ValueError as exc:
             return _json(400, {"error": f"not a valid response: {exc}"})
         try:
-            job = await self._job(jobs, entry)
+            job = await self._held_job(jobs, entry)
             if isinstance(job, Response):
                 return job
             route = self.workerless.remote_routes.get(job.endpoint)
             if route is None:
                 return _json(404, {"error": f"no fragment {job.endpoint!r} here"})
-            # An answer counts only while the job is still the one taken here.
-            if not await jobs.touch(_CONSUMER, entry):
-                return _json(409, {"error": "this job was taken over by another worker"})
             epoch = await jobs.store.epoch(job.key)
             with trio.CancelScope(shield=True):
                 await worker.deliver(jobs, entry, job, route, response, 0.0, epoch)
@@ -175,17 +177,18 @@ class _Api:
         if isinstance(found, Response):
             return found
         worker, jobs = found
+        body = await request.get_data(cache=False)
+        if len(body) > _MAX_RESULT_BYTES:
+            return _json(413, {"error": f"over {_MAX_RESULT_BYTES} bytes"})
         try:
-            data = json.loads(await request.get_data(cache=False) or b"{}")
+            data = json.loads(body or b"{}")
             reason = str(data.get("reason", "failed")) if isinstance(data, dict) else "failed"
         except ValueError as exc:
             return _json(400, {"error": f"not JSON: {exc}"})
         try:
-            job = await self._job(jobs, entry)
+            job = await self._held_job(jobs, entry)
             if isinstance(job, Response):
                 return job
-            if not await jobs.touch(_CONSUMER, entry):
-                return _json(409, {"error": "this job was taken over by another worker"})
             with trio.CancelScope(shield=True):
                 await worker.fail(jobs, entry, job, reason[:200])
         except StoreError as exc:
