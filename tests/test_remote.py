@@ -373,13 +373,15 @@ async def test_sigterm_gives_the_running_job_back(
                 await until(lambda: computations(counter, name) > 0)
                 stopping.terminate()
                 await until(lambda: stopping.poll() is not None)
-                assert stopping.returncode == 0
             counter.set(f"remote:gate:{name}", 1)
             with worker(redis.url, log_dir, "kill"):
                 await until(lambda: result)
-    assert result[0].status_code == 200
-    assert result[0].json()["computation"] == 2
-    assert len(jobs_for(counter, "kill", f"/slow/{name}?gate=1")) == 2  # the job, given back
+    logs = "\n".join(path.read_text()[-1500:] for path in sorted(log_dir.glob("worker-*.log")))
+    assert stopping.returncode == 0, logs
+    assert result[0].status_code == 200, logs
+    assert result[0].json()["computation"] == 2, logs
+    given_back = jobs_for(counter, "kill", f"/slow/{name}?gate=1")
+    assert len(given_back) == 2, logs  # the job, and the same job given back
 
 
 async def test_a_worker_speaking_http_computes_a_fragment(

@@ -319,12 +319,23 @@ class RemoteCompute:
             if position is Standing.STALE:
                 self._join(key, self._job(key, view_args, varied), replacing)
                 return Fetched(value, "stale", stored=True, ttl=left)
-        flight = self._flights.get(key)
-        collapsed = flight is not None
-        if flight is None:
-            flight = self._join(key, self._job(key, view_args, varied), replacing)
-        with trio.move_on_after(deadline):
-            await flight.done.wait()
+        collapsed = key in self._flights
+        give_up = trio.current_time() + deadline
+        while True:
+            flight = self._flights.get(key)
+            if flight is None:
+                flight = self._join(key, self._job(key, view_args, varied), replacing)
+            flight.waiters += 1
+            try:
+                with trio.move_on_at(give_up):
+                    await flight.done.wait()
+            finally:
+                flight.waiters -= 1
+            # A flight that ended for want of waiters just as this one came: wait on a new one.
+            if flight.outcome is not None or not flight.done.is_set():
+                break
+            if trio.current_time() >= give_up:
+                break
         outcome = flight.outcome
         if outcome is None:
             raise StillComputing(key, collapsed=collapsed, shutting_down=cacher.draining)
@@ -392,6 +403,8 @@ class RemoteCompute:
                 ):
                     flight.outcome = Failure(notice.reason, notice.outcome == "timed_out")
                     return
+                if not flight.waiters:  # everyone got 202: the job stays queued, nobody waits
+                    return
         except StoreError as exc:
             logger.warning("%r: cannot queue its job: %s", key, exc)
             flight.outcome = exc
@@ -402,11 +415,13 @@ class RemoteCompute:
 
 
 class _Flight:
-    """One process's wait for one key's job: ``outcome`` is set before ``done``."""
+    """One process's wait for one key's job: ``outcome`` is set before ``done``; it ends with
+    none once no request waits on it (a key nobody computes costs no task)."""
 
-    __slots__ = ("done", "outcome")
+    __slots__ = ("done", "outcome", "waiters")
 
     def __init__(self) -> None:
+        self.waiters = 0
         self.done = trio.Event()
         self.outcome: CachedResponse | Failure | StoreError | None = None
 
