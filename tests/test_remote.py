@@ -33,7 +33,7 @@ from servers import (
     serve_in_process,
 )
 
-from workerless import Workerless
+from workerless import ConfigurationError, Workerless
 from workerless._redis_keys import KeyLayout
 from workerless._remote import FragmentJob
 
@@ -458,3 +458,49 @@ async def test_readme_curl_worker_computes_a_fragment(
             await until(lambda: result)
     assert result[0].status_code == 200
     assert result[0].text == f"computed for /external/{name}\n"
+
+
+def test_bad_worker_options_are_refused_where_written() -> None:
+    """compute= other than here/worker and a malformed queue name fail at registration,
+    naming the argument and the route."""
+    workerless = Workerless(QuartTrio(__name__))
+    with pytest.raises(ValueError, match=r"compute= of fragment '/a'"):
+        workerless.fragment("/a", compute="elsewhere")
+    with pytest.raises(ValueError, match=r"queue= of fragment '/b'"):
+        workerless.fragment("/b", compute="worker", queue="no spaces")
+
+
+async def test_worker_route_without_redis_refuses_to_start() -> None:
+    """compute="worker" with the memory store stops start-up with a message naming Redis."""
+    app = QuartTrio(__name__)
+    workerless = Workerless(app, store="memory://")
+
+    @workerless.fragment("/report", compute="worker", queue="reports")
+    async def report() -> str:
+        return "never"
+
+    with trio.fail_after(10), pytest.raises(ConfigurationError, match="needs a Redis store"):
+        await app.startup()
+
+
+async def test_stale_worker_fragment_is_served_at_once_while_a_worker_refreshes_it(
+    cluster: tuple[list[Hypercorn], Path], counter: redis_py.Redis
+) -> None:
+    """Past its ttl, a worker-computed fragment with stale= is answered at once from the old
+    response while one job recomputes it; the next requests get the new one."""
+    servers, _ = cluster
+    name = uuid.uuid4().hex
+    url = f"{servers[0].url}/fresh/{name}"
+    with trio.fail_after(30):
+        async with httpx.AsyncClient(timeout=20) as client:
+            first = await client.get(url)
+            await trio.sleep(1.2)  # the 1 s ttl has passed
+            stale = await client.get(url)
+            await until(lambda: computations(counter, name) == 2)
+            while (await client.get(url)).json()["computation"] != 2:  # noqa: ASYNC110
+                await trio.sleep(0.1)  # stored by the worker, then read by the web process
+    assert first.json()["computation"] == 1
+    assert stale.status_code == 200
+    assert stale.json()["computation"] == 1
+    assert "stale" in stale.headers["Cache-Status"]
+    assert computations(counter, name) == 2

@@ -54,6 +54,11 @@ async def heavy(name: str) -> Any:
     return await work(name)
 
 
+@workerless.fragment("/fresh/<name>", compute="worker", queue="reports", ttl=1, stale=60)
+async def fresh(name: str) -> Any:
+    return await work(name)
+
+
 @workerless.fragment("/slow/<name>", compute="worker", queue="kill")
 async def slow(name: str) -> Any:
     return await work(name)
