@@ -417,8 +417,8 @@ async def test_a_worker_speaking_http_computes_a_fragment(
 
 
 async def test_demo_heavy_card_is_computed_by_a_worker(redis: RedisServer, tmp_path: Path) -> None:
-    """The demo run with Redis and `workerless worker workerless.demo:app --queue demo`: the
-    heavy card is computed on the worker process and pushed to the held request."""
+    """The demo run with Redis and a fragment worker on queue demo: the heavy card is computed
+    on the worker process and pushed to the held request, and streamed in /streamed."""
     env = {"WORKERLESS_STORE": redis.url, "WORKERLESS_DEMO_HEAVY_SECONDS": "0.2"}
     redis_py.Redis.from_url(redis.url).delete(LAYOUT.value("/heavy"))
     with (
@@ -429,9 +429,12 @@ async def test_demo_heavy_card_is_computed_by_a_worker(redis: RedisServer, tmp_p
         async with httpx.AsyncClient(timeout=20) as client:
             page = await client.get(server.url + "/")
             response = await client.get(server.url + "/heavy")
+            streamed = await client.get(server.url + "/streamed")
     assert 'data-fragment="/heavy"' in page.text
     assert response.status_code == 200
     assert f"rounds on process {proc.pid} (a worker)" in response.text
+    # The streamed page's copy of the card comes from the same worker-computed fragment.
+    assert f"rounds on process {proc.pid} (a worker)" in streamed.text
 
 
 async def test_readme_curl_worker_computes_a_fragment(
