@@ -432,3 +432,35 @@ def nginx(http: str, directory: Path, *, ports: Sequence[int]) -> Iterator[Nginx
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
+
+
+@contextmanager
+def fragment_worker(
+    app: str,
+    log_dir: Path,
+    queues: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A fragment worker process (``workerless._remote_worker app --queue ...``), stopped with
+    SIGTERM after (killed if it does not stop within 10 s)."""
+    log = log_dir / f"worker-{os.urandom(3).hex()}.log"
+    environ = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", **(env or {})}
+    command = [sys.executable, "-m", "workerless._remote_worker", app]
+    for queue in queues:
+        command += ["--queue", queue]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*command, *args], stdout=out, stderr=subprocess.STDOUT, env=environ, cwd=ROOT
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)

@@ -113,7 +113,7 @@ def test_installed_wheel_serves_the_demo_outside_the_repo(
         proc.terminate()
         proc.wait(15)
     assert page.status_code == 200
-    assert page.text.count("data-fragment=") == 6
+    assert page.text.count("data-fragment=") == 7
     assert script.status_code == 200
     assert "workerless:load" in script.text
     assert str(venv) in where.stdout

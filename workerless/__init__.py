@@ -31,6 +31,8 @@ from ._memory import MemoryStore
 from ._middleware import CachedRoute, WorkerlessMiddleware
 from ._page import stream_template
 from ._redis import RedisStore
+from ._remote_http import fragment_jobs
+from ._remote_worker import FragmentWorker
 from ._response import CachedResponse
 from ._stats import CacherStatistics, Durations, RouteStatistics
 from ._store import Entry, Lease, Notice, Store, Watch
@@ -52,6 +54,7 @@ __all__ = [
     "Failed",
     "Fetched",
     "FragmentRoute",
+    "FragmentWorker",
     "Hit",
     "JSONCodec",
     "Lease",
@@ -79,6 +82,7 @@ __all__ = [
     "WorkerlessError",
     "WorkerlessMiddleware",
     "__version__",
+    "fragment_jobs",
     "store_from_url",
     "stream_template",
 ]

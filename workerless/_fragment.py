@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import partial
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -28,6 +28,7 @@ from ._errors import (
     ConfigurationError,
     Overloaded,
     StillComputing,
+    StoreError,
     WorkerlessError,
 )
 from ._events import Event, EventName
@@ -37,6 +38,7 @@ from ._keys import bound_key, canonical_url
 from ._lifespan import LazyLifespan
 from ._log import fields
 from ._metrics import CacherCollector, metrics_body, require_prometheus, statistics_body
+from ._remote import RemoteCompute, check_queue_name
 from ._response import CachedResponse, header, strong_etag
 from ._rules import SharingRules, drop_variants, is_success, prefix_key, variant
 from ._store import Store
@@ -113,6 +115,9 @@ class Workerless:
         self.app: QuartTrio | None = None
         # Endpoint -> rule of the fragment routes with their own key= function.
         self._custom_keys: dict[str, str] = {}
+        # Endpoint -> the fragment routes computed by workers (compute="worker").
+        self.remote_routes: dict[str, FragmentRoute] = {}
+        self._nursery: trio.Nursery | None = None
         self._stop = trio.Event()
         self._stopped = trio.Event()
         self._running = False
@@ -167,6 +172,9 @@ class Workerless:
         stale: float | None = None,
         stale_if_error: float | None = None,
         browser_ttl: float | None = None,
+        compute: str = "here",
+        queue: str = "fragments",
+        headers: Iterable[str] = (),
         **options: Any,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Register the decorated view as a GET/HEAD fragment route on ``rule``.
@@ -181,6 +189,10 @@ class Workerless:
         seconds after that it is served if the computation fails.  ``browser_ttl`` lets the
         browser keep a fragment itself (``Cache-Control: private, max-age``); by default it
         revalidates with the fragment's ``ETag`` (a ``304``).  Unset values come from settings.
+
+        ``compute="worker"`` runs the view on ``workerless worker`` processes reading the
+        ``queue`` instead of here (see the README, "Worker-computed fragments"); ``headers``
+        names the request headers such a view reads: they go with its job, and into the key.
 
         Arguments are checked here by the rules of the settings: a number out of its range
         is a ValueError, one that is not a number (``"5"``) or a ``key`` or
@@ -206,6 +218,10 @@ class Workerless:
         for name, function in (("key", key), ("cache_statuses", cache_statuses)):
             if function is not None and not callable(function):
                 raise TypeError(f"{name}={where} must be a function, not {function!r}")
+        if compute not in ("here", "worker"):
+            raise ValueError(f"compute={where} must be 'here' or 'worker', not {compute!r}")
+        check_queue_name(queue, where)
+        job_headers = frozenset(str(name).lower() for name in headers)
 
         def decorator(view: Callable[P, R]) -> Callable[P, R]:
             route = FragmentRoute(
@@ -222,6 +238,10 @@ class Workerless:
                 rule=rule,
             )
             name = endpoint or view.__name__
+            if compute == "worker":
+                route.remote = RemoteCompute(route, name, queue, job_headers)
+                route.vary = job_headers
+                self.remote_routes[name] = route
             app.add_url_rule(rule, name, route.handle, methods=["GET", "HEAD"], **options)
             if key is not None:
                 self._custom_keys[name] = rule
@@ -292,6 +312,9 @@ class Workerless:
         settings = Settings.resolve(self._keywords, self._environ)
         self.settings = settings
         configure_cacher(self.cacher, settings)
+        for route in self.remote_routes.values():
+            assert route.remote is not None
+            route.remote.start(self)
         assert self.app is not None
         # Quart cancels background tasks this long after shutdown begins: leave room for grace.
         timeout = self.app.config.get("BACKGROUND_TASK_SHUTDOWN_TIMEOUT")
@@ -333,6 +356,7 @@ class Workerless:
         try:
             async with self.cacher, trio.open_nursery() as nursery:
                 self._running = True
+                self._nursery = nursery
                 nursery.start_soon(self._watch_hypercorn_shutdown)
                 task_status.started()
                 await self._stop.wait()
@@ -401,6 +425,7 @@ class FragmentRoute(SharingRules):
         self.stale_if_error = stale_if_error
         self.browser_ttl = browser_ttl
         self._computes: dict[frozenset[str], Callable[[], Awaitable[CachedResponse]]] = {}
+        self.remote: RemoteCompute | None = None  # set for compute="worker"
 
     def _compute_for(self, varied: frozenset[str]) -> Callable[[], Awaitable[CachedResponse]]:
         """`_compute` bound to ``varied``, made once per value of it (not once per request)."""
@@ -462,24 +487,31 @@ class FragmentRoute(SharingRules):
         key = self._key_of(request._get_current_object(), varied)  # type: ignore[attr-defined]
         response: Response
         try:
-            fetched = await workerless.cacher.fetch_result(
-                key,
-                self._compute_for(varied),
-                ttl=settings.ttl if self.ttl is None else self.ttl,
-                deadline=settings.deadline if self.deadline is None else self.deadline,
-                hard_limit=self.hard_limit,
-                cacheable=self._cacheable,
-                shareable=self._shareable_for(varied),
-                stale=self.stale,
-                stale_if_error=self.stale_if_error,
-                route=self.rule,
-            )
+            if self.remote is not None:  # compute="worker": a job, and a wait for its notice
+                deadline = settings.deadline if self.deadline is None else self.deadline
+                fetched = await self.remote.fetch(key, request.view_args or {}, varied, deadline)
+            else:
+                fetched = await workerless.cacher.fetch_result(
+                    key,
+                    self._compute_for(varied),
+                    ttl=settings.ttl if self.ttl is None else self.ttl,
+                    deadline=settings.deadline if self.deadline is None else self.deadline,
+                    hard_limit=self.hard_limit,
+                    cacheable=self._cacheable,
+                    shareable=self._shareable_for(varied),
+                    stale=self.stale,
+                    stale_if_error=self.stale_if_error,
+                    route=self.rule,
+                )
         except StillComputing as exc:
             response = pending(exc, settings)
         except ComputationFailed as exc:
             status = 504 if exc.timed_out else 502
             text = "This fragment could not be computed."
             response = plain(status, text, settings, "workerless; fwd=miss; detail=error")
+        except StoreError:  # compute="worker" with Redis down: no fallback here (see _remote)
+            text = "The store cannot be reached now; try again shortly."
+            response = plain(503, text, settings, "workerless; fwd=miss; detail=store-down")
         except Overloaded:
             text = "Too many fragments are being computed; try again shortly."
             response = plain(503, text, settings, "workerless; fwd=miss; detail=overloaded")
@@ -508,10 +540,13 @@ class FragmentRoute(SharingRules):
         cacher, limits and single flight, waiting ``deadline`` seconds at most.
 
         For a streamed page, in a request context for the fragment's URL.  Raises what
-        `Cacher.fetch_result` raises (StillComputing, ComputationFailed, Overloaded).
+        `Cacher.fetch_result` raises (StillComputing, ComputationFailed, Overloaded), and
+        StoreError for a worker-computed route while Redis is down.
         """
         settings = self.workerless.settings
         varied = self.vary
+        if self.remote is not None:
+            return await self.remote.fetch(key, view_args, varied, deadline)
         return await self.workerless.cacher.fetch_result(
             key,
             partial(self._compute, varied, view_args),

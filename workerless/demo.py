@@ -4,7 +4,9 @@ Run it with ``hypercorn --worker-class trio workerless.demo:app`` and open the p
 shows the same cards in one streamed response.
 Fragments a, b and c take 0 to 3 s at random and are cached; ``slow`` takes longer than its
 deadline (the 202 path); ``fresh`` is served stale while it refreshes; ``failing`` raises
-while the failure switch is on (the error path).
+while the failure switch is on (the error path); ``heavy`` burns CPU on a
+``workerless worker`` process when the demo runs with a Redis store (in a thread here
+otherwise): see the README's "Worker-computed fragments".
 ``WORKERLESS_DEMO_FRAGMENT_SECONDS``, ``..._SLOW_SECONDS``, ``..._SLOW_DEADLINE`` and
 ``..._FRESH_TTL`` change the timings (the browser tests shorten them).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +35,9 @@ FRAGMENT_SECONDS = float(os.environ.get("WORKERLESS_DEMO_FRAGMENT_SECONDS", "3")
 SLOW_SECONDS = float(os.environ.get("WORKERLESS_DEMO_SLOW_SECONDS", "6"))
 SLOW_DEADLINE = float(os.environ.get("WORKERLESS_DEMO_SLOW_DEADLINE", "2"))
 FRESH_TTL = float(os.environ.get("WORKERLESS_DEMO_FRESH_TTL", "10"))
+HEAVY_SECONDS = float(os.environ.get("WORKERLESS_DEMO_HEAVY_SECONDS", "2"))
+# Worker-computed fragments need Redis: with the embedded store the heavy card runs here.
+ON_WORKERS = os.environ.get("WORKERLESS_STORE", "").startswith(("redis", "unix"))
 MAX_NAME = 40
 
 
@@ -71,6 +77,14 @@ FRAGMENTS = [
         "Failing fragment",
         "failing",
         "Its upstream is down while the switch above is on: errors are never cached.",
+    ),
+    DemoFragment(
+        "heavy",
+        "/heavy",
+        "Heavy fragment",
+        "heavy",
+        f"{HEAVY_SECONDS:g} s of CPU, computed by a `workerless worker` process and pushed to "
+        "this held request (with Redis; in a thread of the web process without).",
     ),
 ]
 
@@ -153,6 +167,21 @@ async def failing() -> str:
     if upstream.failing:
         raise RuntimeError("the demo's upstream is down (switch it back on in the page)")
     return await _fragment_html("failing", "the upstream is back", started)
+
+
+def _burn(seconds: float) -> int:
+    rounds, give_up = 0, time.monotonic() + seconds
+    while time.monotonic() < give_up:
+        rounds += 1
+    return rounds
+
+
+@workerless.fragment("/heavy", compute="worker" if ON_WORKERS else "here", queue="demo")
+async def heavy() -> str:
+    started = trio.current_time()
+    rounds = await trio.to_thread.run_sync(_burn, HEAVY_SECONDS)
+    where = f"process {os.getpid()}" + (" (a worker)" if ON_WORKERS else "")
+    return await _fragment_html("heavy", f"{rounds:,} rounds on {where}", started)
 
 
 @app.post("/demo/clear-cache")

@@ -1,7 +1,7 @@
 """Measure workerless beside what users would do instead; print one table, write it as JSON.
 
     python tests/bench/run.py [--quick] [--store memory|redis|both] [--json PATH]
-                              [--scenarios 1,2,3,4,5,6,7,8,9,10,11]
+                              [--scenarios 1,2,3,4,5,6,7,8,9,10,11,12]
 
 Starts real ``hypercorn --worker-class trio`` servers on free ports (and a redis-server for
 the Redis store) and drives them from other processes: ``wrk`` and a trio client.  Every
@@ -11,6 +11,8 @@ and reports each against its goal.  Scenario 7 compares stale-while-revalidate, 
 and ETags with their absence.  Scenario 8 compares a hit through WorkerlessMiddleware with
 the same Starlette app's bare route.  Scenario 9 compares hit throughput with the metrics
 endpoints on and off.  Scenario 10 loads one page streamed and fetched in Chromium.
+Scenario 12 times fragments computed by `workerless worker` processes: pushed to held
+requests vs the Worker Pattern's polling.
 """
 
 from __future__ import annotations
@@ -35,11 +37,20 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from servers import redis_server  # noqa: E402
 
-from bench import faults, freshness, metrics, middleware, queues, scenarios, streamed  # noqa: E402
+from bench import (  # noqa: E402
+    faults,
+    freshness,
+    metrics,
+    middleware,
+    queues,
+    remote,
+    scenarios,
+    streamed,
+)
 from bench.procs import app_servers  # noqa: E402
 from bench.report import Row, log, machine, markdown  # noqa: E402
 
-SCENARIOS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
+SCENARIOS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 TITLES = {
     1: "hit overhead",
     2: "stampede",
@@ -52,6 +63,7 @@ TITLES = {
     9: "metrics overhead",
     10: "streamed page",
     11: "queue",
+    12: "worker-computed fragments",
 }
 
 
@@ -74,7 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scenarios",
         type=lambda text: sorted({int(s) for s in text.split(",") if s.strip()}),
         default=list(SCENARIOS),
-        help="comma-separated scenario numbers (default: all, 1,2,3,4,5,6,7,8,9,10,11)",
+        help="comma-separated scenario numbers (default: all, 1,2,3,4,5,6,7,8,9,10,11,12)",
     )
     args = parser.parse_args(argv)
     if not set(args.scenarios) <= set(SCENARIOS):
@@ -156,10 +168,11 @@ def main(argv: list[str] | None = None) -> int:
                 record(10, "memory", streamed.streamed_page, "memory", sizes, nonce, log_dir)
             if 11 in chosen and store == "redis":
                 record(11, store, queues.queue, url, args.quick, nonce, log_dir)
-    if 5 in chosen and "redis" not in stores:
-        results["5"]["skipped"] = "needs the Redis store: --store redis or both"
-    if 11 in chosen and "redis" not in stores:
-        results["11"]["skipped"] = "the queue needs Redis: --store redis or both"
+            if 12 in chosen and store == "redis":
+                record(12, store, remote.worker_fragments, store, url, sizes, nonce, log_dir)
+    for needs_redis in chosen & {5, 11, 12}:
+        if "redis" not in stores:
+            results[str(needs_redis)]["skipped"] = "needs the Redis store: --store redis or both"
 
     # Stable: each scenario's rows stay in the order measured (memory store first).
     rows.sort(key=lambda row: int(row.scenario))

@@ -39,7 +39,7 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     results = report["results"]
     stores = report["stores"]
     assert report["failures"] == []
-    assert set(results) == {"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"}
+    assert set(results) == {"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"}
 
     for store in stores:
         assert results["1"][store]["fragment"]["errors"] == 0
@@ -151,3 +151,16 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
         assert queue["kills"]["lost"] == 0  # correctness, not speed: no job lost to a SIGKILL
     else:
         assert "skipped" in results["11"]
+
+    if "redis" in stores:
+        remote = results["12"]["redis"]
+        assert remote["failures"] == []
+        figures = remote["held vs polled"]
+        # Every fragment arrived both ways, held ones in one request each, polled ones in more.
+        assert (
+            figures["held"]["delay"]["n"] == figures["poll"]["delay"]["n"] == figures["fragments"]
+        )
+        assert figures["held"]["requests"] == figures["fragments"]
+        assert figures["poll"]["requests"] > figures["fragments"]
+    else:
+        assert "skipped" in results["12"]

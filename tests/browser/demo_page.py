@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from playwright.sync_api import ConsoleMessage, Error, Locator, Page, Response, expect
 
 NORMAL = ("a", "b", "c")
-ALL = (*NORMAL, "slow", "fresh", "failing")
+ALL = (*NORMAL, "slow", "fresh", "failing", "heavy")
 URLS = {name: f"/fragment/{name}" for name in NORMAL} | {
     "slow": "/slow",
     "fresh": "/fresh",
     "failing": "/failing",
+    "heavy": "/heavy",
 }
 # Chromium's own line for any 4xx/5xx answer; the failing fragment gets 502s on purpose.
 EXPECTED_502 = re.compile(
