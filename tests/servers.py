@@ -443,11 +443,11 @@ def fragment_worker(
     env: Mapping[str, str] | None = None,
     args: Sequence[str] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A fragment worker process (``workerless._remote_worker app --queue ...``), stopped with
+    """A fragment worker process (``workerless worker app --queue ...``), stopped with
     SIGTERM after (killed if it does not stop within 10 s)."""
     log = log_dir / f"worker-{os.urandom(3).hex()}.log"
     environ = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", **(env or {})}
-    command = [sys.executable, "-m", "workerless._remote_worker", app]
+    command = [sys.executable, "-m", "workerless", "worker", app]
     for queue in queues:
         command += ["--queue", queue]
     with log.open("wb") as out:

@@ -93,8 +93,9 @@ async def test_engine_python_api(redis: RedisServer) -> None:
 @pytest.mark.parametrize(
     ("target", "message"),
     [
-        ("json:dumps", "is a function, not a workerless.Worker subclass"),
-        ("workerless.demo:app", "is an app"),
+        ("json:dumps", "is a function, not a workerless.Worker subclass or a QuartTrio app"),
+        ("workerless.demo:app", r"no compute='worker' fragment of .* uses queue\(s\) \['q'\]"),
+        ("apps.example_quart:app", "has no Workerless"),
         ("no_such_module_here:Worker", "cannot load"),
         ("nocolon", "module:attribute"),
     ],

@@ -1,7 +1,7 @@
 """Worker-computed fragments: two web servers and two `workerless worker` processes, one Redis.
 
 The web servers (hypercorn, apps/remote_app.py) hold requests; the workers
-(``python -m workerless._remote_worker apps.remote_app:app --queue reports``) compute.  Each
+(``workerless worker apps.remote_app:app --queue reports``) compute.  Each
 computation is counted with INCR in the session Redis; each test uses fresh names.
 """
 

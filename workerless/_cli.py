@@ -1,4 +1,8 @@
-"""The ``workerless`` command: ``workerless worker TARGET --queue NAME ...``."""
+"""The ``workerless`` command: ``workerless worker TARGET --queue NAME ...``.
+
+TARGET is either a `workerless.Worker` subclass (jobs taken from the queue server over HTTP)
+or a QuartTrio app with ``compute="worker"`` fragments (a `FragmentWorker` on its Redis store).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,13 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 from quart_trio import QuartTrio
 
+from ._errors import ConfigurationError
+from ._remote_worker import FragmentWorker
 from ._worker import Worker
 
 __all__ = ["main"]
@@ -26,11 +32,13 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     worker = commands.add_parser(
         "worker",
-        help="take jobs from queues over HTTP and run them",
-        description="Run TARGET (module:Class, a workerless.Worker subclass) on the jobs of "
-        "each --queue, taken from the queue server at --url with held requests.",
+        help="take jobs from queues and run them",
+        description="TARGET is module:attribute. A workerless.Worker subclass runs on the jobs "
+        "of each --queue, taken from the queue server at --url with held requests. A QuartTrio "
+        "app computes the jobs of its compute='worker' fragments on those queues, read from "
+        "its Redis store (WORKERLESS_STORE).",
     )
-    worker.add_argument("target", help="module:attribute, e.g. myapp.jobs:MailWorker")
+    worker.add_argument("target", help="module:attribute, e.g. myapp.jobs:MailWorker or myapp:app")
     worker.add_argument("--queue", action="append", required=True, help="a queue (repeatable)")
     worker.add_argument("--concurrency", type=int, default=1, help="jobs at once per queue")
     worker.add_argument(
@@ -45,7 +53,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--wait", type=float, default=20.0, help="seconds one take is held")
     worker.add_argument(
-        "--grace", type=float, default=25.0, help="seconds running jobs get on SIGTERM"
+        "--grace",
+        type=float,
+        help="seconds running jobs get on SIGTERM (default: 25, for an app WORKERLESS_GRACE)",
+    )
+    fragments = worker.add_argument_group("fragment jobs (TARGET is a QuartTrio app)")
+    fragments.add_argument(
+        "--job-lease", type=float, default=30.0, help="seconds before a dead worker's job moves"
+    )
+    fragments.add_argument(
+        "--max-attempts", type=int, default=3, help="runs before a job is dead-lettered"
+    )
+    fragments.add_argument(
+        "--backoff", type=float, default=1.0, help="seconds before the first retry (doubling)"
     )
     return parser
 
@@ -64,14 +84,20 @@ def _load(target: str) -> Any:
     return found
 
 
-async def _serve(worker: Worker) -> None:
+class _Runnable(Protocol):
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+async def _serve(worker: _Runnable) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(_stop_on_signal, worker)
         await worker.run()
         nursery.cancel_scope.cancel()
 
 
-async def _stop_on_signal(worker: Worker, *, task_status: trio.TaskStatus[None]) -> None:
+async def _stop_on_signal(worker: _Runnable, *, task_status: trio.TaskStatus[None]) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         task_status.started()
         async for received in signals:
@@ -83,32 +109,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``workerless`` command; returns the exit status."""
     args = _parser().parse_args(argv)
     target = _load(args.target)
-    # What runs depends on what TARGET is: a Worker subclass today.
     if isinstance(target, type) and issubclass(target, Worker):
-        return _run_worker_class(target, args)
+        return _run(_queue_worker(target, args))
     if isinstance(target, QuartTrio):
-        raise SystemExit(
-            f"workerless worker: {args.target!r} is an app; running its fragment jobs is not "
-            "supported yet: give a workerless.Worker subclass"
-        )
+        return _run(_fragment_worker(target, args))
     raise SystemExit(
         f"workerless worker: {args.target!r} is a {type(target).__name__}, not a "
-        "workerless.Worker subclass"
+        "workerless.Worker subclass or a QuartTrio app"
     )
 
 
-def _run_worker_class(cls: type[Worker], args: argparse.Namespace) -> int:
+def _queue_worker(cls: type[Worker], args: argparse.Namespace) -> Worker:
     try:
-        worker = cls(
+        return cls(
             args.url,
             args.queue,
             concurrency=args.concurrency,
             token=args.token,
             wait=args.wait,
-            grace=args.grace,
+            grace=25.0 if args.grace is None else args.grace,
         )
     except ValueError as exc:
         raise SystemExit(f"workerless worker: {exc}") from None
+
+
+def _fragment_worker(app: QuartTrio, args: argparse.Namespace) -> FragmentWorker:
+    try:
+        return FragmentWorker(
+            app,
+            args.queue,
+            concurrency=args.concurrency,
+            job_lease=args.job_lease,
+            max_attempts=args.max_attempts,
+            backoff=args.backoff,
+            grace=args.grace,
+        )
+    except (ConfigurationError, ValueError) as exc:
+        raise SystemExit(f"workerless worker: {exc}") from None
+
+
+def _run(worker: _Runnable) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     trio.run(_serve, worker)
     return 0

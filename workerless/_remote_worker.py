@@ -1,4 +1,4 @@
-"""Worker-computed fragments, the worker side: ``workerless worker app:app --queue reports``.
+"""Worker-computed fragments, the worker side (``workerless worker app:app --queue reports``).
 
 A `FragmentWorker` imports the same QuartTrio app as the web servers, reads fragment jobs from
 its queues (XREADGROUP BLOCK: a job is taken the moment it is added, no polling), and for
@@ -13,14 +13,10 @@ running ones finish for ``grace`` s, then gives the rest back to the queue.
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import logging
 import os
 import secrets
-import signal
 import socket
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -38,7 +34,7 @@ from ._remote import FragmentJob, JobQueue
 from ._response import CachedResponse
 from ._store import Notice
 
-__all__ = ["FragmentWorker", "main"]
+__all__ = ["FragmentWorker"]
 
 logger = logging.getLogger("workerless.worker")
 
@@ -51,7 +47,8 @@ class FragmentWorker:
 
     ``job_lease``: a job untouched this long (its worker died) goes to another worker;
     a running job is touched every third of it.  ``max_attempts``: failed runs before a job
-    is dead-lettered; retry ``n`` waits ``backoff * 2**(n-1)`` s (at most 30).
+    is dead-lettered; retry ``n`` waits ``backoff * 2**(n-1)`` s (at most 30).  ``grace``:
+    seconds running jobs get after `stop` (default: the app's ``WORKERLESS_GRACE``).
     """
 
     def __init__(
@@ -64,14 +61,17 @@ class FragmentWorker:
         max_attempts: int = 3,
         backoff: float = 1.0,
         block: float = 2.0,
+        grace: float | None = None,
         environ: Mapping[str, str] | None = None,
         consumer: str | None = None,
     ) -> None:
         workerless = app.extensions.get("workerless")
         if not isinstance(workerless, Workerless):
-            raise ConfigurationError(f"{app!r} has no Workerless: nothing to compute")
+            raise ConfigurationError(f"{app!r} has no Workerless: no fragment jobs to compute")
         if concurrency < 1 or max_attempts < 1 or job_lease <= 0 or backoff < 0:
             raise ValueError("concurrency, max_attempts and job_lease must be positive")
+        if grace is not None and grace < 0:
+            raise ValueError("grace must be >= 0")
         known = {route.remote.queue_name for route in _routes(workerless)}
         missing = [name for name in queues if name not in known]
         if missing or not queues:
@@ -88,6 +88,7 @@ class FragmentWorker:
         self.backoff = backoff
         self.block = block
         self.settings = Settings.resolve(workerless._keywords, environ)
+        self.grace = self.settings.grace if grace is None else grace
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.done = 0  # jobs stored
         self.failed = 0  # runs failed
@@ -128,7 +129,7 @@ class FragmentWorker:
                     await self._stopping.wait()
                     readers.cancel_scope.cancel()
                 # Running jobs finish within the grace period, else are given back.
-                jobs.cancel_scope.deadline = trio.current_time() + settings.grace
+                jobs.cancel_scope.deadline = trio.current_time() + self.grace
         finally:
             for queue in queues:
                 queue.close()
@@ -361,58 +362,3 @@ def _cancelled(exc: BaseException) -> bool:
 
 def _routes(workerless: Workerless) -> list[Any]:
     return [route for route in workerless.remote_routes.values() if route.remote is not None]
-
-
-def load_app(target: str) -> QuartTrio:
-    """Import ``module:attribute`` (the current directory first on the path)."""
-    module_name, _, attribute = target.partition(":")
-    sys.path.insert(0, os.getcwd())
-    app = getattr(importlib.import_module(module_name), attribute or "app")
-    if not isinstance(app, QuartTrio):
-        raise ConfigurationError(f"{target} is not a QuartTrio app")
-    return app
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``workerless worker app:app --queue reports --concurrency N``; 0 after a clean stop."""
-    parser = argparse.ArgumentParser(prog="workerless worker")
-    parser.add_argument("target", help="the QuartTrio app, as module:attribute")
-    parser.add_argument("--queue", action="append", required=True, help="a queue (repeatable)")
-    parser.add_argument("--concurrency", type=int, default=1)
-    parser.add_argument("--job-lease", type=float, default=30.0)
-    parser.add_argument("--max-attempts", type=int, default=3)
-    parser.add_argument("--backoff", type=float, default=1.0)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        worker = FragmentWorker(
-            load_app(args.target),
-            args.queue,
-            concurrency=args.concurrency,
-            job_lease=args.job_lease,
-            max_attempts=args.max_attempts,
-            backoff=args.backoff,
-        )
-    except (ConfigurationError, ValueError, ImportError, AttributeError) as exc:
-        print(f"workerless worker: {exc}", file=sys.stderr)
-        return 2
-
-    async def serve() -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(worker.run)
-
-                async def on_signal() -> None:
-                    async for _ in signals:
-                        logger.info("stopping: running jobs get %g s", worker.settings.grace)
-                        worker.stop()
-                        return
-
-                nursery.start_soon(on_signal)
-
-    trio.run(serve)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

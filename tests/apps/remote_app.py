@@ -1,6 +1,6 @@
 """An app with worker-computed fragments, for tests/test_remote.py and bench scenario 12.
 
-Served by hypercorn (the web side) and run by ``python -m workerless._remote_worker
+Served by hypercorn (the web side) and run by ``workerless worker
 apps.remote_app:app --queue reports`` (the worker side).  ``REMOTE_COUNTER_URL`` is the Redis
 where each computation is counted (INCR ``remote:computations:<name>``), ``REMOTE_SLEEP``
 how long a heavy fragment takes.
