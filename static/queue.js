@@ -111,7 +111,8 @@
         cell(row, job.job, "body");
         const actions = cell(row, "");
         const path = `dead/${encodeURIComponent(q.queue)}/${job.id}`;
-        actions.appendChild(button("Retry", () => call("POST", path)));
+        // A dead fragment job is not retried: the next request for its URL queues a new one.
+        if (job.kind !== "fragment") actions.appendChild(button("Retry", () => call("POST", path)));
         actions.appendChild(button("Delete", () => call("DELETE", path)));
         rows.push(row);
       }

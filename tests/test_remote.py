@@ -172,7 +172,8 @@ async def test_failing_job_answers_502_to_every_waiter_and_is_dead_lettered(
     cluster: tuple[list[Hypercorn], Path], counter: redis_py.Redis
 ) -> None:
     """A job whose view raises: 502 to every waiter on both servers, nothing cached, retried up
-    to the limit (3 runs), then in the dead-letter stream."""
+    to the limit (3 runs), then in the dead-letter stream, listed by the queue service's
+    /j/<queue> and /dead/<queue> (deletable, not retried)."""
     servers, _ = cluster
     name = uuid.uuid4().hex
     with trio.fail_after(30):
@@ -205,6 +206,21 @@ async def test_failing_job_answers_502_to_every_waiter_and_is_dead_lettered(
     assert "RuntimeError" in record["reason"]
     assert counter.get(LAYOUT.value(key)) is None
     assert computations(counter, name) == 3
+    with trio.fail_after(20):
+        async with httpx.AsyncClient(timeout=10) as client:
+            auth = {"Authorization": "Bearer test-token"}
+            info = (await client.get(f"{servers[1].url}/queues/j/reports", headers=auth)).json()
+            url = f"{servers[0].url}/queues/dead/reports"
+            listed = (await client.get(url, headers=auth)).json()["dead"]
+            [shown] = [job for job in listed if json.loads(job["job"]).get("key") == key]
+            retry = await client.post(f"{url}/{shown['id']}", headers=auth)
+            deleted = await client.delete(f"{url}/{shown['id']}", headers=auth)
+            again = await client.delete(f"{url}/{shown['id']}", headers=auth)
+    assert info["fragments"]["dead"] >= 1 and info["dead"] >= info["fragments"]["dead"], info
+    assert (shown["kind"], shown["attempts"]) == ("fragment", 3), shown
+    assert "RuntimeError" in shown["error"]
+    assert retry.status_code == 409, retry.text
+    assert (deleted.status_code, again.status_code) == (200, 404), deleted.text
 
 
 async def test_web_process_stays_responsive_while_a_worker_burns_cpu(
@@ -234,8 +250,9 @@ async def test_no_worker_holds_the_lease_for_the_one_job_until_one_starts(
     cluster: tuple[list[Hypercorn], Path], counter: redis_py.Redis, redis: RedisServer
 ) -> None:
     """With no worker on its queue, requests get 202 past their deadline, the key's lease
-    stays held (no computation in the web process, no second job); a worker started later
-    runs the one job, and the next request gets its result."""
+    stays held (no computation in the web process, no second job) and the queue service's
+    /j/<queue> and /stats/ show the waiting job; a worker started later runs the one job,
+    and the next request gets its result."""
     servers, log_dir = cluster
     name = uuid.uuid4().hex
     key = f"/idle/{name}"
@@ -247,6 +264,9 @@ async def test_no_worker_holds_the_lease_for_the_one_job_until_one_starts(
                 await trio.sleep(1)  # the 2 s lease lapses at least once between requests
             assert computations(counter, name) == 0
             assert len(jobs_for(counter, "idle", key)) == 1
+            auth = {"Authorization": "Bearer test-token"}
+            info = (await client.get(f"{servers[0].url}/queues/j/idle", headers=auth)).json()
+            stats = (await client.get(f"{servers[1].url}/queues/stats/", headers=auth)).json()
             with worker(redis.url, log_dir, "idle"):
                 wait_until(lambda: counter.get(LAYOUT.value(key)) is not None, 15, "stored")
                 response = await client.get(servers[1].url + key)
@@ -254,6 +274,11 @@ async def test_no_worker_holds_the_lease_for_the_one_job_until_one_starts(
     assert response.json()["computation"] == 1
     assert computations(counter, name) == 1
     assert len(jobs_for(counter, "idle", key)) == 1
+    # Meanwhile the queue service showed the waiting job, on /j/<queue> and /stats/.
+    assert info["length"] >= 1 and info["fragments"]["waiting"] >= 1, info
+    assert info["oldest_age"] >= 1, info
+    [idle] = [queue for queue in stats["queues"] if queue["queue"] == "idle"]
+    assert idle["fragments"]["waiting"] >= 1, stats
 
 
 async def test_worker_killed_mid_job_is_redelivered_and_stored_once(
@@ -409,11 +434,11 @@ async def test_a_worker_speaking_http_computes_a_fragment(
             posted = await client.post(f"{api}/{entry}/result", json=good, headers=auth)
             assert posted.status_code == 204, posted.text
             await until(lambda: result)
-            stats = await client.get(f"{api}/stats", headers=auth)
+            info = await client.get(f"{servers[0].url}/queues/j/external", headers=auth)
     assert result[0].status_code == 200
     assert result[0].text == "<p>hi</p>"
     assert result[0].headers["Content-Type"] == "text/html"
-    assert stats.json()["pending"] == 0
+    assert info.json()["fragments"]["pending"] == 0
 
 
 async def test_demo_heavy_card_is_computed_by_a_worker(redis: RedisServer, tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from ._flight import Fetched
 from ._freshness import Standing, standing
 from ._redis import RedisStore
 from ._redis_channel import encode_notice
+from ._remote_backlog import GROUP, dead_key, stream_key
 from ._remote_scripts import CLAIM_OR_ENQUEUE, FINISH, RETRY, TOUCH
 from ._response import CachedResponse
 from ._store import Notice
@@ -44,7 +45,6 @@ __all__ = ["FragmentJob", "JobQueue", "RemoteCompute", "check_queue_name"]
 
 logger = logging.getLogger("workerless")
 
-GROUP = "workerless"
 MAX_BLOCK = 30.0  # s a read of jobs blocks at most
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _MARKER_TTL = 24 * 3600.0  # a job not taken within a day is superseded by the next miss's
@@ -127,15 +127,16 @@ class JobQueue:
     ``workerless``, a dead-letter stream, and one marker per key with a pending job.
 
     Keys: ``{prefix}fragments:{queue}``, ``{prefix}fragments:{queue}:dead``,
-    ``{prefix}job:{key}``.  Every call goes through the store's client (its errors become
+    ``{prefix}job:{key}``; the queue's name joins ``{prefix}queues`` (the queue service's
+    list) with its first job.  Every call goes through the store's client (its errors become
     `StoreUnavailable`/`StoreError`); blocking reads use a client of their own.
     """
 
     def __init__(self, store: RedisStore, name: str) -> None:
         self.store = store
         self.name = name
-        self.stream = f"{store.prefix}fragments:{name}"
-        self.dead = f"{self.stream}:dead"
+        self.stream = stream_key(store.prefix, name)
+        self.dead = dead_key(store.prefix, name)
         self._scripts: dict[str, Any] = {}  # registered on first use: the store connects late
         self._reader: redis.Redis | None = None
         self._read_limiter = trio.CapacityLimiter(1024)
@@ -153,8 +154,13 @@ class JobQueue:
         """Take ``job.key``'s lease and enqueue ``job`` atomically, unless it is held or a job
         for the key is pending; return (enqueued, the holder's token, seconds its lease lasts)."""
         store = self.store
-        keys = [store.keys.lease(job.key), self.marker_key(job.key), self.stream]
-        args = [job.token, _ms(lease), _ms(_MARKER_TTL), job.encode()]
+        keys = [
+            store.keys.lease(job.key),
+            self.marker_key(job.key),
+            self.stream,
+            f"{store.prefix}queues",  # the queue service's list of queues: its page shows this one
+        ]
+        args = [job.token, _ms(lease), _ms(_MARKER_TTL), job.encode(), self.name]
         reply = await store._call(self._script(CLAIM_OR_ENQUEUE), keys, args)
         holder = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
         return reply[0] == 1, holder, int(reply[2]) / 1000
@@ -246,20 +252,6 @@ class JobQueue:
         """Acknowledge ``entry`` and enqueue ``job`` (another attempt) in one step."""
         args = [GROUP, entry, consumer, job.encode()]
         return bool(await self.store._call(self._script(RETRY), [self.stream], args))
-
-    async def counts(self) -> dict[str, int]:
-        """Jobs waiting to be taken, taken and not acknowledged, and dead (for status pages)."""
-
-        def count() -> dict[str, int]:
-            client = self.store._client
-            pending = client.xpending(self.stream, GROUP)["pending"]
-            lag = 0
-            for group in client.xinfo_groups(self.stream):
-                if group["name"] in (GROUP, GROUP.encode()):
-                    lag = int(group.get("lag") or 0)
-            return {"waiting": lag, "pending": int(pending), "dead": int(client.xlen(self.dead))}
-
-        return await self.store._call(count)
 
     def close(self) -> None:
         if self._reader is not None:

@@ -9,8 +9,10 @@ serves, behind ``Authorization: Bearer <token>``:
   "text/html"]], "body": "..."}`` (or ``"body_base64"``): validated like a stored entry (a bad
   status, a CR/LF in a header, ``Set-Cookie``, ``private``: 400 with the reason), then stored
   and pushed to every waiting request exactly as a `FragmentWorker`'s result; 204;
-- ``POST /<queue>/<id>/fail`` with ``{"reason": "..."}``: 502 to the waiters, retried later;
-- ``GET /<queue>``: how many jobs wait, are taken, are dead.
+- ``POST /<queue>/<id>/fail`` with ``{"reason": "..."}``: 502 to the waiters, retried later.
+
+Their backlog and dead letters are shown by the queue service (``/j/<queue>``, ``/stats/``,
+``/dead/<queue>``, its page): see `workerless.queue`.
 
 A job taken here must be answered within the job lease (30 s), else it goes to another worker.
 """
@@ -23,7 +25,6 @@ import hmac
 import json
 import logging
 import os
-import re
 from typing import Any
 
 import trio
@@ -34,6 +35,7 @@ from ._errors import ConfigurationError, StoreError
 from ._fragment import Workerless
 from ._redis import RedisStore
 from ._remote import FragmentJob, JobQueue
+from ._remote_backlog import ENTRY_ID
 from ._remote_worker import FragmentWorker
 from ._response import CachedResponse
 
@@ -43,7 +45,6 @@ logger = logging.getLogger("workerless")
 
 _MAX_WAIT = 30.0
 _MAX_RESULT_BYTES = 8 * 1024 * 1024
-_ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 _CONSUMER = "http"  # every HTTP worker shares it: a job is answered by id, on any web process
 
 
@@ -63,7 +64,6 @@ def fragment_jobs(
     blueprint.add_url_rule("/<queue>", "take", api.take, methods=["GET"])
     blueprint.add_url_rule("/<queue>/<entry>/result", "result", api.result, methods=["POST"])
     blueprint.add_url_rule("/<queue>/<entry>/fail", "fail", api.fail, methods=["POST"])
-    blueprint.add_url_rule("/<queue>/stats", "stats", api.stats, methods=["GET"])
     return blueprint
 
 
@@ -128,7 +128,7 @@ class _Api:
 
     async def _held_job(self, jobs: JobQueue, entry: str) -> FragmentJob | Response:
         """The job taken here as ``entry``; else the answer saying why not (404, 409)."""
-        if _ENTRY_ID.fullmatch(entry) is None:
+        if ENTRY_ID.fullmatch(entry) is None:
             return _json(404, {"error": f"{entry!r} is not a job id"})
         found: Any = await jobs.store._call(
             lambda: jobs.store._client.xrange(jobs.stream, entry, entry)
@@ -195,17 +195,6 @@ class _Api:
             logger.warning("fragment jobs of %r over HTTP: %s", queue, exc)
             return _json(503, {"error": str(exc)})
         return Response(b"", status=204)
-
-    async def stats(self, queue: str) -> Response:
-        found = self._queue(queue)
-        if isinstance(found, Response):
-            return found
-        try:
-            await found[1].ensure_group()
-            return _json(200, await found[1].counts())
-        except StoreError as exc:
-            logger.warning("fragment jobs of %r over HTTP: %s", queue, exc)
-            return _json(503, {"error": str(exc)})
 
 
 def _response(data: Any) -> CachedResponse:

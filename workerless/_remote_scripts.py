@@ -19,7 +19,8 @@ end
 
 __all__ = ["CLAIM_OR_ENQUEUE", "FINISH", "RETRY", "TOUCH"]
 
-# KEYS: lease, marker, stream; ARGV: token, lease ms, marker ms, job (JSON).
+# KEYS: lease, marker, stream, the queue service's set of queue names; ARGV: token, lease ms,
+# marker ms, job (JSON), queue name.
 # The lease held by another token: {0, holder, pttl}, wait for its notice.  A job pending for
 # the key (its lease lapsed while no worker ran): the lease is taken again in the job's name,
 # {0, job token, lease ms}, never a second job.  Else the lease is ours and one job is added
@@ -40,6 +41,7 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
 local id = redis.call('XADD', KEYS[3], '*', 'job', ARGV[4])
+tolerant('SADD', KEYS[4], ARGV[5])
 return {1, ARGV[1], tonumber(ARGV[2]), id}
 """
 )

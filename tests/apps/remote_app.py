@@ -18,6 +18,7 @@ from quart import jsonify, request
 from quart_trio import QuartTrio
 
 from workerless import Workerless, fragment_jobs
+from workerless.queue import Queues
 
 SLEEP = float(os.environ.get("REMOTE_SLEEP", "1"))
 counter = redis.Redis.from_url(os.environ["REMOTE_COUNTER_URL"], socket_timeout=5)
@@ -98,6 +99,7 @@ async def external(name: str) -> Any:
 
 
 app.register_blueprint(fragment_jobs(workerless, token="test-token"), url_prefix="/fragment-jobs")
+Queues(app, url_prefix="/queues", token="test-token")  # shows the fragment jobs' backlog
 
 
 @app.get("/bare")

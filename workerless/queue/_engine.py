@@ -18,6 +18,7 @@ from redis.retry import Retry
 
 from .._errors import ConfigurationError
 from .._redis_errors import RedisErrors
+from .._remote_backlog import FragmentDead, delete_dead, read_backlog, read_dead
 from . import _scripts
 from ._desk import Desk
 from ._job import (
@@ -228,6 +229,18 @@ class QueueEngine:
                 continue
         return found
 
+    async def dead_fragment_jobs(self, queue: str, limit: int = 100) -> list[FragmentDead]:
+        """The most recent dead-lettered ``compute="worker"`` fragment jobs of ``queue``,
+        newest first, at most ``limit``."""
+        check_queue_name(queue)
+        return await self._call(read_dead, self._client, self.prefix, queue, limit)
+
+    async def delete_dead_fragment_job(self, queue: str, entry_id: str) -> None:
+        """Delete a dead-lettered fragment job for good; JobNotFound if there is none."""
+        check_queue_name(queue)
+        if not await self._call(delete_dead, self._client, self.prefix, queue, entry_id):
+            raise JobNotFound(f"no dead fragment job {entry_id} in queue {queue}")
+
     # -- queues ----------------------------------------------------------------------------
 
     async def queues(self) -> list[str]:
@@ -241,15 +254,21 @@ class QueueEngine:
         reply = await self._call(self._info, [self._base(queue)], [])
         length, pending, delayed, dead, stopped, oldest, now, waiting, counts, rates = reply
         flat = [_text(v) for v in counts]
+        # The fragment jobs' figures are read next, not in the same step: a glimpse apart.
+        fragments = await self._call(read_backlog, self._client, self.prefix, queue)
+        ages = [] if int(oldest) < 0 else [max(0, int(now) - int(oldest)) / 1000]
+        if fragments is not None and fragments.oldest_age is not None:
+            ages.append(fragments.oldest_age)
         return QueueInfo(
             queue,
-            length=int(length),
-            pending=int(pending),
+            length=int(length) + (fragments.waiting if fragments else 0),
+            pending=int(pending) + (fragments.pending if fragments else 0),
             delayed=int(delayed),
-            dead=int(dead),
+            dead=int(dead) + (fragments.dead if fragments else 0),
             stopped=bool(stopped),
             waiting=int(waiting),
-            oldest_age=None if int(oldest) < 0 else max(0, int(now) - int(oldest)) / 1000,
+            oldest_age=max(ages, default=None),
+            fragments=fragments,
             counts={k: int(v) for k, v in zip(flat[::2], flat[1::2], strict=True)},
             rates={
                 k: int(v) / 10 for k, v in zip(("enqueued", "done", "failed"), rates, strict=True)

@@ -14,6 +14,7 @@ from quart_trio import QuartTrio
 
 from .._assets import STATIC_DIR, TEMPLATES_DIR
 from .._errors import StoreError, StoreUnavailable
+from .._remote_backlog import ENTRY_ID
 from ._engine import QueueEngine
 from ._job import PRIORITIES, Job, JobNotFound, LeaseLost, check_queue_name
 from ._settings import QueueSettings
@@ -226,18 +227,26 @@ class Queues:
         return _json({"queues": [i.as_dict() for i in infos] + broken, "totals": totals})
 
     async def dead(self, queue: str) -> Response:
+        """The queue's dead jobs, then its dead fragment jobs (``"kind": "fragment"``)."""
         _queue(queue)
         jobs = await self.engine.dead_jobs(queue)
         found = [
-            {"id": j.id, "attempts": j.attempts, "error": j.error, "created": j.created,
-             "job": j.body[:2000]}
+            {"id": j.id, "kind": "job", "attempts": j.attempts, "error": j.error,
+             "created": j.created, "job": j.body[:2000]}
             for j in jobs
         ]  # fmt: skip
+        found += [job.as_dict() for job in await self.engine.dead_fragment_jobs(queue)]
         return _json({"queue": queue, "dead": found})
 
     async def dead_job(self, queue: str, job_id: str) -> Response:
-        """POST: retry the dead job; DELETE: delete it."""
+        """POST: retry the dead job; DELETE: delete it.  A dead fragment job (an entry id) is
+        only deleted: the next request for its key queues a new job."""
         _queue(queue)
+        if ENTRY_ID.fullmatch(job_id):
+            if request.method == "POST":
+                raise _Refused(409, "a dead fragment job is not retried: request its URL again")
+            await self.engine.delete_dead_fragment_job(queue, job_id)
+            return _json({"id": job_id, "outcome": "deleted"})
         if request.method == "POST":
             await self.engine.retry_dead(queue, job_id)
             return _json({"id": job_id, "outcome": "retried"})

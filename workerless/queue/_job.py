@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .._errors import WorkerlessError
+from .._remote_backlog import FragmentBacklog
 
 __all__ = [
     "PRIORITIES",
@@ -105,7 +106,9 @@ class QueueInfo:
     ``delayed`` wait for their time (retries included), ``dead`` failed for good.
     ``waiting`` counts the held take requests of every server process, ``oldest_age`` the
     seconds since the oldest job in the streams became available (None: no job).  Rates are
-    jobs per second over the last full 10 s.
+    jobs per second over the last full 10 s.  ``fragments``: the jobs of ``compute="worker"``
+    fragments on this queue (None if it never had one); length, pending, dead and
+    oldest_age count them too.
     """
 
     name: str
@@ -118,6 +121,7 @@ class QueueInfo:
     oldest_age: float | None
     counts: dict[str, int] = field(default_factory=dict)
     rates: dict[str, float] = field(default_factory=dict)
+    fragments: FragmentBacklog | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -131,4 +135,5 @@ class QueueInfo:
             "oldest_age": self.oldest_age,
             "counts": self.counts,
             "rates": self.rates,
+            "fragments": None if self.fragments is None else self.fragments.as_dict(),
         }
