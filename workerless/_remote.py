@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import secrets
 import time
 from collections.abc import Mapping
@@ -37,6 +36,7 @@ from ._remote_backlog import GROUP, dead_key, stream_key
 from ._remote_scripts import CLAIM_OR_ENQUEUE, FINISH, RETRY, TOUCH
 from ._response import CachedResponse
 from ._store import Notice
+from .queue._job import QUEUE_NAME
 
 if TYPE_CHECKING:
     from ._fragment import FragmentRoute, Workerless
@@ -46,17 +46,15 @@ __all__ = ["FragmentJob", "JobQueue", "RemoteCompute", "check_queue_name"]
 logger = logging.getLogger("workerless")
 
 MAX_BLOCK = 30.0  # s a read of jobs blocks at most
-_QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _MARKER_TTL = 24 * 3600.0  # a job not taken within a day is superseded by the next miss's
 
 
 def check_queue_name(name: Any, where: str) -> str:
-    """``name`` if it is a queue name (letters, digits, ``_.-``, at most 64), else ValueError."""
-    if not isinstance(name, str) or _QUEUE_NAME.fullmatch(name) is None:
-        raise ValueError(
-            f"queue={where} must be 1-64 letters, digits, '_', '.' or '-', not {name!r}"
-        )
-    return name
+    """``name`` if it is a queue name (the queue service's rule), else ValueError naming
+    ``where``."""
+    if isinstance(name, str) and QUEUE_NAME.fullmatch(name):
+        return name
+    raise ValueError(f"queue={where} must be 1-64 letters, digits, '_', '.' or '-', not {name!r}")
 
 
 @dataclass(frozen=True, slots=True)
