@@ -3,6 +3,7 @@ retried and deleted, and the console stays clean."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis as redis_py
 from playwright.sync_api import Browser, Page, expect
 from servers import ROOT, Hypercorn, RedisServer, hypercorn
 
@@ -99,3 +101,30 @@ def test_page_asks_again_for_a_refused_token(server: Hypercorn, page: Page) -> N
     expect(page.locator("#token-error")).to_have_text("The token was refused.")
     expect(page.locator("#token-form")).to_be_visible()
     expect(page.locator("#queues tbody tr")).to_have_count(0)
+
+
+def test_page_shows_fragment_jobs_and_deletes_their_dead_letters(
+    server: Hypercorn, redis: RedisServer, page: Page
+) -> None:
+    """A queue holding only compute="worker" fragment jobs (written as the web side and the
+    worker write them) shows its waiting and dead jobs; a dead one has Delete and no Retry."""
+    queue = f"reports{secrets.token_hex(2)}"
+    store = redis_py.Redis.from_url(redis.url, socket_timeout=5)
+    stream = f"workerless:fragments:{queue}"
+    store.xadd(stream, {"job": json.dumps({"key": "/report/1", "attempt": 0})})
+    store.sadd("workerless:queues", queue)
+    record = {"job": {"key": "/report/2", "attempt": 2}, "reason": "RuntimeError: boom"}
+    entry = store.xadd(f"{stream}:dead", {"job": json.dumps(record)}).decode()
+    page.goto(server.url + "/")
+    page.fill("#token", TOKEN)
+    page.click("#token-form button")
+    row = page.locator(f'#queues tr[data-queue="{queue}"]')
+    expect(row.locator('[data-field="length"]')).to_have_text("1")
+    expect(row.locator('[data-field="dead"]')).to_have_text("1")
+    dead = page.locator(f'#dead tr[data-job="{entry}"]')
+    expect(dead).to_contain_text("RuntimeError: boom")
+    expect(dead.get_by_role("button", name="Retry")).to_have_count(0)
+    dead.get_by_role("button", name="Delete").click()
+    expect(dead).to_have_count(0)
+    expect(row.locator('[data-field="dead"]')).to_have_text("0")
+    assert store.xlen(f"{stream}:dead") == 0
