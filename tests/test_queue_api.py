@@ -397,3 +397,25 @@ async def test_token_required(redis: RedisServer) -> None:
     assert "bearer token" in none.json()["error"]
     assert page.status_code == 200
     assert script.status_code == 200
+
+
+async def test_foreign_data_under_fragment_job_keys_is_read_as_none(
+    redis: RedisServer, queue: str
+) -> None:
+    """Someone else's data where a queue's fragment jobs or their dead letters go: /j/ and
+    /dead/ still answer 200, counting no fragment job (and other queues are unaffected)."""
+    store = redis_py.Redis.from_url(redis.url, socket_timeout=5)
+    other = f"{queue}b"
+    store.set(f"workerless:fragments:{queue}", "not a stream")
+    store.xadd(f"workerless:fragments:{other}", {"job": "{}"})
+    store.set(f"workerless:fragments:{other}:dead", "not a stream either")
+    with trio.fail_after(20):
+        async with queue_api(redis.url) as client:
+            info = await client.get(f"/j/{queue}")
+            other_info = await client.get(f"/j/{other}")
+            dead = await client.get(f"/dead/{other}")
+    assert info.status_code == 200 and info.json()["fragments"] is None, info.text
+    assert other_info.status_code == 200, other_info.text
+    assert other_info.json()["fragments"]["waiting"] == 1
+    assert other_info.json()["fragments"]["dead"] == 0
+    assert (dead.status_code, dead.json()["dead"]) == (200, [])

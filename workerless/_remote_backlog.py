@@ -10,6 +10,7 @@ figures, for the fragment worker and for the queue service's ``/j/<queue>``, ``/
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,8 @@ __all__ = [
     "read_dead",
     "stream_key",
 ]
+
+logger = logging.getLogger("workerless.queue")
 
 GROUP = "workerless"  # the consumer group of every fragment-job stream
 ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # a stream entry id
@@ -91,7 +94,9 @@ def read_backlog(client: redis.Redis, prefix: str, queue: str) -> FragmentBacklo
     stream = stream_key(prefix, queue)
     try:
         groups = client.xinfo_groups(stream)
-    except redis.ResponseError:  # no such stream (or someone else's data): no fragment jobs
+    except redis.ResponseError as exc:  # no such stream, or someone else's data there
+        if "WRONGTYPE" in str(exc):
+            logger.warning("queue %s: %s holds foreign data, not fragment jobs", queue, stream)
         return None
     group = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
     if group is None:  # the stream exists, no worker ever read it: every entry waits
@@ -109,14 +114,22 @@ def read_backlog(client: redis.Redis, prefix: str, queue: str) -> FragmentBacklo
     seconds, micros = client.time()
     now_ms = int(seconds) * 1000 + int(micros) // 1000
     age = max(0, now_ms - min(oldest_ms)) / 1000 if oldest_ms else None
-    dead = int(client.xlen(dead_key(prefix, queue)))
+    try:
+        dead = int(client.xlen(dead_key(prefix, queue)))
+    except redis.ResponseError as exc:
+        _foreign(queue, exc)
+        dead = 0
     return FragmentBacklog(waiting, pending, dead, age)
 
 
 def read_dead(client: redis.Redis, prefix: str, queue: str, limit: int) -> list[FragmentDead]:
     """The most recent dead-lettered fragment jobs of ``queue``, newest first (blocking)."""
-    found = []
-    entries: Any = client.xrevrange(dead_key(prefix, queue), count=limit)
+    found: list[FragmentDead] = []
+    try:
+        entries: Any = client.xrevrange(dead_key(prefix, queue), count=limit)
+    except redis.ResponseError as exc:
+        _foreign(queue, exc)
+        return found
     for entry_id, fields in entries:
         try:
             record = json.loads(fields.get(b"job", b"{}"))
@@ -140,6 +153,14 @@ def read_dead(client: redis.Redis, prefix: str, queue: str, limit: int) -> list[
 def delete_dead(client: redis.Redis, prefix: str, queue: str, entry_id: str) -> bool:
     """Delete one dead-lettered fragment job; False if there was none with that id."""
     return bool(client.xdel(dead_key(prefix, queue), entry_id))
+
+
+def _foreign(queue: str, exc: redis.ResponseError) -> None:
+    """Someone else's data where the dead letters go is logged (and read as none); any
+    other error is raised again."""
+    if "WRONGTYPE" not in str(exc):
+        raise exc
+    logger.warning("queue %s: its fragment dead-letter key holds foreign data", queue)
 
 
 def _entry_ms(entry_id: Any) -> int:
