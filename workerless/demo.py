@@ -83,7 +83,7 @@ FRAGMENTS = [
         "/heavy",
         "Heavy fragment",
         "heavy",
-        f"{HEAVY_SECONDS:g} s of CPU, computed by a `workerless worker` process and pushed to "
+        f"{HEAVY_SECONDS:g} s of CPU, computed by a workerless worker process and pushed to "
         "this held request (with Redis; in a thread of the web process without).",
     ),
 ]
