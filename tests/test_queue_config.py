@@ -104,3 +104,12 @@ def test_worker_command_refuses_what_it_cannot_run(target: str, message: str) ->
     """`workerless worker TARGET` exits with a message saying what TARGET is and what it needs."""
     with pytest.raises(SystemExit, match=message):
         main(["worker", target, "--queue", "q"])
+
+
+def test_worker_command_passes_fragment_options_to_the_fragment_worker() -> None:
+    """`workerless worker app:app` hands --grace and --max-attempts to the fragment worker,
+    which refuses bad values with a message (the demo's queue is ``demo``)."""
+    with pytest.raises(SystemExit, match="grace must be >= 0"):
+        main(["worker", "workerless.demo:app", "--queue", "demo", "--grace", "-1"])
+    with pytest.raises(SystemExit, match="must be positive"):
+        main(["worker", "workerless.demo:app", "--queue", "demo", "--max-attempts", "0"])

@@ -40,7 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("target", help="module:attribute, e.g. myapp.jobs:MailWorker or myapp:app")
     worker.add_argument("--queue", action="append", required=True, help="a queue (repeatable)")
-    worker.add_argument("--concurrency", type=int, default=1, help="jobs at once per queue")
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="jobs at once: per queue for a Worker class, in all for an app",
+    )
     worker.add_argument(
         "--url",
         default=os.environ.get("WORKERLESS_QUEUE_SERVER", "http://127.0.0.1:8000"),
