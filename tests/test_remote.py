@@ -36,6 +36,7 @@ from servers import (
 from workerless import ConfigurationError, Workerless
 from workerless._redis_keys import KeyLayout
 from workerless._remote import FragmentJob
+from workerless._remote_scripts import TRIM
 
 pytestmark = pytest.mark.redis
 
@@ -80,7 +81,7 @@ def computations(counter: redis_py.Redis, name: str) -> int:
 
 
 def jobs_for(counter: redis_py.Redis, queue: str, key: str) -> list[dict[str, object]]:
-    """Every job ever added to ``queue`` for ``key`` (acknowledged entries stay in the stream)."""
+    """Every job added to ``queue`` for ``key`` (acknowledged ones stay 10 minutes)."""
     entries = counter.xrange(f"workerless:fragments:{queue}")
     jobs = [json.loads(fields[b"job"]) for _, fields in entries]
     return [job for job in jobs if job.get("key") == key]
@@ -532,3 +533,30 @@ async def test_stale_worker_fragment_is_served_at_once_while_a_worker_refreshes_
     assert stale.json()["computation"] == 1
     assert "stale" in stale.headers["Cache-Status"]
     assert computations(counter, name) == 2
+
+
+def test_finished_jobs_leave_the_stream_but_pending_and_unread_ones_stay(
+    counter: redis_py.Redis,
+) -> None:
+    """The trim the finish and retry scripts run drops acknowledged entries older than the
+    time kept, never one taken and not acknowledged nor one no worker has read yet."""
+    stream, group = f"trim-{uuid.uuid4().hex}", "workerless"
+    counter.xgroup_create(stream, group, id="0", mkstream=True)
+    done_id, taken_id, acked_after_id, unread_id = (
+        counter.xadd(stream, {"job": str(n)}) for n in range(4)
+    )
+    counter.xreadgroup(group, "w", {stream: ">"}, count=3)
+    counter.xack(stream, group, done_id, acked_after_id)
+    trim = counter.register_script(TRIM)
+    time.sleep(0.01)  # every entry is now older than "keep 0 ms"
+    assert trim(keys=[stream], args=[group, 0]) == 3  # only done_id, older than the pending one
+    remaining = [entry for entry, _ in counter.xrange(stream)]
+    assert remaining == [taken_id, acked_after_id, unread_id]
+    counter.xack(stream, group, taken_id)
+    # All read and acknowledged: gone, but the last one read (the group's position).
+    assert trim(keys=[stream], args=[group, 0]) == 2
+    assert [entry for entry, _ in counter.xrange(stream)] == [acked_after_id, unread_id]
+    counter.xreadgroup(group, "w", {stream: ">"}, count=1)
+    counter.xack(stream, group, unread_id)
+    assert trim(keys=[stream], args=[group, 60_000]) == 2  # kept: younger than a minute
+    counter.delete(stream)

@@ -46,6 +46,8 @@ __all__ = ["FragmentJob", "JobQueue", "RemoteCompute", "check_queue_name"]
 logger = logging.getLogger("workerless")
 
 MAX_BLOCK = 30.0  # s a read of jobs blocks at most
+# Acknowledged jobs stay in their stream this long (to look at recent work), then go.
+KEEP_FINISHED_MS = 10 * 60 * 1000
 _MARKER_TTL = 24 * 3600.0  # a job not taken within a day is superseded by the next miss's
 
 
@@ -236,7 +238,7 @@ class JobQueue:
         store = self.store
         keys = [self.marker_key(job.key), self.stream, store.keys.lease(job.key)]
         message = encode_notice(notice, store._origin)
-        args = [job.token, GROUP, entry, consumer, store._channel, message]
+        args = [job.token, GROUP, entry, consumer, store._channel, message, KEEP_FINISHED_MS]
         if dead:
             record: dict[str, Any] = {"job": asdict(job), "reason": dead}
             if raw:
@@ -248,7 +250,7 @@ class JobQueue:
 
     async def requeue(self, consumer: str, entry: str, job: FragmentJob) -> bool:
         """Acknowledge ``entry`` and enqueue ``job`` (another attempt) in one step."""
-        args = [GROUP, entry, consumer, job.encode()]
+        args = [GROUP, entry, consumer, job.encode(), KEEP_FINISHED_MS]
         return bool(await self.store._call(self._script(RETRY), [self.stream], args))
 
     def close(self) -> None:

@@ -17,7 +17,32 @@ local function owned(stream, group, id, consumer)
 end
 """
 
-__all__ = ["CLAIM_OR_ENQUEUE", "FINISH", "RETRY", "TOUCH"]
+# Acknowledged entries older than ``keep_ms`` leave the stream, so it does not grow with every
+# job ever run: never an entry still pending (taken, not acknowledged) nor one not yet read
+# (after the group's last-delivered id, which is kept too): the cutoff is the oldest of those.
+_TRIM = """
+local function before(a, b)
+    local am, as = string.match(a, '^(%d+)-(%d+)$')
+    local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+    am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+    return am < bm or (am == bm and as < bs)
+end
+local function trim(stream, group, keep_ms)
+    local now = redis.call('TIME')
+    local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - keep_ms
+    local cutoff = string.format('%d-0', ms)
+    local summary = redis.call('XPENDING', stream, group)
+    if summary[2] and before(summary[2], cutoff) then cutoff = summary[2] end
+    for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+        for i = 1, #g, 2 do
+            if g[i] == 'last-delivered-id' and before(g[i + 1], cutoff) then cutoff = g[i + 1] end
+        end
+    end
+    if ms > 0 then redis.call('XTRIM', stream, 'MINID', cutoff) end
+end
+"""
+
+__all__ = ["CLAIM_OR_ENQUEUE", "FINISH", "RETRY", "TOUCH", "TRIM"]
 
 # KEYS: lease, marker, stream, the queue service's set of queue names; ARGV: token, lease ms,
 # marker ms, job (JSON), queue name.
@@ -46,7 +71,8 @@ return {1, ARGV[1], tonumber(ARGV[2]), id}
 """
 )
 # The job's last attempt ended (stored, or failed for good): KEYS marker, stream, lease, dead
-# (or none); ARGV token, group, entry id, consumer, channel, notice, dead record (or none).
+# (or none); ARGV token, group, entry id, consumer, channel, notice, ms to keep acknowledged
+# entries, dead record (or none).
 # Only while the entry is still this consumer's (else another worker took it over: 0): the
 # marker goes if it is still this job's, the entry is acknowledged, a dead record is added,
 # then the key's lease is released and the notice published: one round trip between the
@@ -54,25 +80,31 @@ return {1, ARGV[1], tonumber(ARGV[2]), id}
 FINISH = (
     _TOLERANT
     + _OWNED
+    + _TRIM
     + """
 if not owned(KEYS[2], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
 if tolerant('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-if KEYS[4] then redis.call('XADD', KEYS[4], 'MAXLEN', '~', 10000, '*', 'job', ARGV[7]) end
+if KEYS[4] then redis.call('XADD', KEYS[4], 'MAXLEN', '~', 10000, '*', 'job', ARGV[8]) end
 redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
+trim(KEYS[2], ARGV[2], tonumber(ARGV[7]))
 if tolerant('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
 """
 )
 # Hand a job back to the queue (another attempt, or given back at shutdown): KEYS stream;
-# ARGV group, entry id, consumer, job (JSON).  Acknowledged and added again in one step:
+# ARGV group, entry id, consumer, job (JSON), ms to keep acknowledged entries.  Acknowledged
+# and added again in one step:
 # never lost, never twice.  Returns the new id, or false if the entry is no longer ours.
 RETRY = (
     _OWNED
+    + _TRIM
     + """
 if not owned(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return false end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-return redis.call('XADD', KEYS[1], '*', 'job', ARGV[4])
+local id = redis.call('XADD', KEYS[1], '*', 'job', ARGV[4])
+trim(KEYS[1], ARGV[1], tonumber(ARGV[5]))
+return id
 """
 )
 # Keep a running job ours: its idle time back to 0, only if it is still this consumer's.
@@ -83,5 +115,13 @@ TOUCH = (
 if not owned(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
 return 1
+"""
+)
+# Only the trim, for tests and tools: KEYS stream; ARGV group, ms to keep.  Returns XLEN.
+TRIM = (
+    _TRIM
+    + """
+trim(KEYS[1], ARGV[1], tonumber(ARGV[2]))
+return redis.call('XLEN', KEYS[1])
 """
 )
