@@ -152,7 +152,22 @@ class QueueEngine:
         job_id = secrets.token_hex(12)
         keys = [self._base(queue), f"{self.prefix}queues"]
         args = [queue, job_id, body, priority, _ms(delay) if delay else 0, uniq or ""]
-        added, found = await self._call(self._enqueue, keys, args)
+        desk = self._desks.get(queue)
+        if delay or desk is None or not desk.waiting():
+            added, found = await self._call(self._enqueue, keys, args)
+            return Enqueued(_text(found), bool(added))
+        # A take of this process is held: take for it in the same round trip, without
+        # waiting for the watcher's XREAD to wake.  Shielded: a job taken in the thread must
+        # come back here, to be handed over or released.
+        lease = secrets.token_hex(12)
+        with trio.CancelScope(shield=True):
+            (added, found), reply = await self._call(
+                self._enqueue_and_take_sync, queue, keys, args, lease
+            )
+        job, _ = self._parse_take(queue, lease, reply)
+        if job is not None and not desk.hand(job):
+            with trio.CancelScope(shield=True):
+                await self.release(job)
         return Enqueued(_text(found), bool(added))
 
     async def take(self, queue: str, *, wait: float = 0.0) -> Job | None:
@@ -286,6 +301,15 @@ class QueueEngine:
 
     def _take_sync(self, queue: str, lease: str) -> Any:
         return self._take([self._base(queue)], [lease, _ms(self.lease), self.max_attempts])
+
+    def _enqueue_and_take_sync(
+        self, queue: str, keys: list[str], args: list[Any], lease: str
+    ) -> list[Any]:
+        """Enqueue, then one atomic take under ``lease``: one thread hop, one round trip."""
+        pipe = self._client.pipeline(transaction=False)
+        self._enqueue(keys, args, client=pipe)
+        self._take([self._base(queue)], [lease, _ms(self.lease), self.max_attempts], client=pipe)
+        return pipe.execute()
 
     def _wait_and_take_sync(
         self, queue: str, lease: str, streams: dict[Any, Any], block: int
