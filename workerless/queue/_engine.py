@@ -312,12 +312,13 @@ class QueueEngine:
         return pipe.execute()
 
     def _wait_and_take_sync(
-        self, queue: str, lease: str, streams: dict[Any, Any], block: int
+        self, desk: Desk, lease: str, streams: dict[Any, Any], block: int
     ) -> Any:
-        """Block until one of ``streams`` moves past its id, then take: one thread hop."""
-        if not self._blocking.xread(streams, None, block):
+        """Block until one of ``streams`` moves past its id, then take: one thread hop.
+        No take when the desk emptied meanwhile (an enqueue of this process served it)."""
+        if not self._blocking.xread(streams, None, block) or not desk.waiters:
             return None
-        return self._take_sync(queue, lease)
+        return self._take_sync(desk.queue, lease)
 
     def _parse_take(
         self, queue: str, lease: str, reply: Any
@@ -366,7 +367,7 @@ class QueueEngine:
                 with trio.CancelScope(shield=True):
                     reply = await self._call(
                         self._wait_and_take_sync,
-                        desk.queue,
+                        desk,
                         lease,
                         dict(zip(streams, last_ids, strict=True)),
                         block,
