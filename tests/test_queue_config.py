@@ -8,7 +8,9 @@ import sys
 
 import httpx
 import pytest
+import redis as redis_py
 import trio
+import trio.testing
 from servers import ROOT, RedisServer, free_port, serve_in_process
 
 from workerless import ConfigurationError
@@ -88,6 +90,33 @@ async def test_engine_python_api(redis: RedisServer) -> None:
                 await engine.status("py", job.id)
             nursery.cancel_scope.cancel()
     engine.close()
+
+
+@pytest.mark.redis
+async def test_enqueue_hands_the_job_to_a_held_take_of_its_process(redis: RedisServer) -> None:
+    """An enqueue while a take of the same process is held gives that take the job itself,
+    under a lease, before the watcher's XREAD could see it (here it watches another db)."""
+    engine = QueueEngine(redis.url, prefix="handoff-test:", lease=5)
+    engine._blocking = redis_py.Redis(port=redis.port, db=1, socket_timeout=5)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run)
+            got = []
+
+            async def held() -> None:
+                got.append(await engine.take("direct", wait=10))
+
+            nursery.start_soon(held)
+            await trio.sleep(0.2)  # the take is held, its watcher blocked for a second
+            enqueued = await engine.enqueue("direct", '{"k": 2}')
+            await trio.testing.wait_all_tasks_blocked()
+            assert [j.id if j else None for j in got] == [enqueued.id]
+            assert (await engine.status("direct", enqueued.id)).state == "taken"
+            assert got[0] is not None
+            await engine.done(got[0])
+            nursery.cancel_scope.cancel()
+    engine.close()
+    engine._blocking.close()
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,10 @@ class Desk:
         self.seen = seen  # the streams' last ids and the next due time, from the last take
         self.waiters: deque[_Waiter] = deque()
 
+    def waiting(self) -> bool:
+        """Whether a live take is held here (one that `hand` would serve)."""
+        return any(not waiter.gone for waiter in self.waiters)
+
     def hand(self, job: Job) -> bool:
         """Give ``job`` to the oldest live take; False if none is left (release the job)."""
         while self.waiters:

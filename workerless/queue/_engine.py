@@ -153,7 +153,22 @@ class QueueEngine:
         job_id = secrets.token_hex(12)
         keys = [self._base(queue), f"{self.prefix}queues"]
         args = [queue, job_id, body, priority, _ms(delay) if delay else 0, uniq or ""]
-        added, found = await self._call(self._enqueue, keys, args)
+        desk = self._desks.get(queue)
+        if delay or desk is None or not desk.waiting():
+            added, found = await self._call(self._enqueue, keys, args)
+            return Enqueued(_text(found), bool(added))
+        # A take of this process is held: take for it in the same round trip, without
+        # waiting for the watcher's XREAD to wake.  Shielded: a job taken in the thread must
+        # come back here, to be handed over or released.
+        lease = secrets.token_hex(12)
+        with trio.CancelScope(shield=True):
+            (added, found), reply = await self._call(
+                self._enqueue_and_take_sync, queue, keys, args, lease
+            )
+        job, _ = self._parse_take(queue, lease, reply)
+        if job is not None and not desk.hand(job):
+            with trio.CancelScope(shield=True):
+                await self.release(job)
         return Enqueued(_text(found), bool(added))
 
     async def take(self, queue: str, *, wait: float = 0.0) -> Job | None:
@@ -306,13 +321,23 @@ class QueueEngine:
     def _take_sync(self, queue: str, lease: str) -> Any:
         return self._take([self._base(queue)], [lease, _ms(self.lease), self.max_attempts])
 
+    def _enqueue_and_take_sync(
+        self, queue: str, keys: list[str], args: list[Any], lease: str
+    ) -> list[Any]:
+        """Enqueue, then one atomic take under ``lease``: one thread hop, one round trip."""
+        pipe = self._client.pipeline(transaction=False)
+        self._enqueue(keys, args, client=pipe)
+        self._take([self._base(queue)], [lease, _ms(self.lease), self.max_attempts], client=pipe)
+        return pipe.execute()
+
     def _wait_and_take_sync(
-        self, queue: str, lease: str, streams: dict[Any, Any], block: int
+        self, desk: Desk, lease: str, streams: dict[Any, Any], block: int
     ) -> Any:
-        """Block until one of ``streams`` moves past its id, then take: one thread hop."""
-        if not self._blocking.xread(streams, None, block):
+        """Block until one of ``streams`` moves past its id, then take: one thread hop.
+        No take when the desk emptied meanwhile (an enqueue of this process served it)."""
+        if not self._blocking.xread(streams, None, block) or not desk.waiters:
             return None
-        return self._take_sync(queue, lease)
+        return self._take_sync(desk.queue, lease)
 
     def _parse_take(
         self, queue: str, lease: str, reply: Any
@@ -361,7 +386,7 @@ class QueueEngine:
                 with trio.CancelScope(shield=True):
                     reply = await self._call(
                         self._wait_and_take_sync,
-                        desk.queue,
+                        desk,
                         lease,
                         dict(zip(streams, last_ids, strict=True)),
                         block,
